@@ -1,0 +1,1 @@
+"""NSM accelerator gateware (Amaranth)."""

@@ -1,0 +1,95 @@
+"""Signatures and payload layouts shared between the NSM engine and the host interface.
+
+All of them are derived from an `NSMConfig`; nothing here writes a number twice.
+"""
+
+from amaranth.hdl import unsigned, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from model.config import NSMConfig
+
+__all__ = ["WriteSignature", "ResultLayout", "TraceLayout", "EngineSignature", "image_sections"]
+
+
+class WriteSignature(wiring.Signature):
+    """One word written into a memory or register file: `data` goes to `addr` when `en`."""
+
+    def __init__(self, depth: int, width: int):
+        super().__init__({
+            "en": Out(1),
+            "addr": Out(range(max(depth, 2))),
+            "data": Out(width),
+        })
+
+
+def image_sections(config: NSMConfig) -> list[tuple[str, int, int]]:
+    """The memory sections of a weight image body, in order: (name, words, bits per word).
+
+    weights: word = weight_base(l) + g * N_in + j; lane k holds w[g*lanes + k, j] in bits
+             [k*weight_bits, (k+1)*weight_bits), two's complement, zero for lanes past N_out.
+    a:       word = param_base(l) + g; lane k holds a[g*lanes + k] in bits [k*a_bits, ...).
+    bias:    word = param_base(l) + g; lane k holds bias[g*lanes + k] in bits [k*bias_bits, ...).
+    seeds:   word = generator index; the LFSR's initial state.
+    Each word is stored as ceil(bits / 8) bytes, little-endian, unused high bits zero.
+    """
+    return [
+        ("weights", config.weight_words, config.weight_word_bits),
+        ("a", config.param_words, config.lanes * config.a_bits),
+        ("bias", config.param_words, config.lanes * config.bias_bits),
+        ("seeds", config.n_generators, config.lfsr_width),
+    ]
+
+
+def ResultLayout(config: NSMConfig) -> data.StructLayout:
+    """What one inference returns: argmax class, per-class summed logits and votes, cycles."""
+    return data.StructLayout({
+        "cls": unsigned(8),
+        "scores": data.ArrayLayout(signed(config.score_bits), config.n_classes),
+        "votes": data.ArrayLayout(unsigned(config.vote_bits), config.n_classes),
+        "cycles": unsigned(32),
+    })
+
+
+def TraceLayout(config: NSMConfig) -> data.StructLayout:
+    """One finished lane group: u (logits in the output layer) and z of each lane.
+
+    Lanes at or past N_out of the layer carry don't-care values (the monitor ignores them).
+    """
+    return data.StructLayout({
+        "sample": unsigned(16),
+        "layer": unsigned(8),
+        "group": unsigned(16),
+        "u": data.ArrayLayout(signed(config.u_bits), config.lanes),
+        "z": unsigned(config.lanes),
+    })
+
+
+class EngineSignature(wiring.Signature):
+    """The compute engine as seen by the host interface (engine side is the flipped view).
+
+    Writes are accepted only while not busy. `start` is a one-cycle pulse; the engine raises
+    `busy` on the next cycle and pulses `done` when `result` is valid. `trace` emits one
+    payload per finished lane group; it has no back-pressure (a monitor must keep up).
+    """
+
+    def __init__(self, config: NSMConfig):
+        sections = {name: (words, bits) for name, words, bits in image_sections(config)}
+        super().__init__({
+            "weight_wr": In(WriteSignature(*sections["weights"])),
+            "a_wr": In(WriteSignature(*sections["a"])),
+            "bias_wr": In(WriteSignature(*sections["bias"])),
+            "seed_wr": In(WriteSignature(*sections["seeds"])),
+            "input_wr": In(WriteSignature(-(-config.n_inputs // 8), 8)),
+            "start": In(1),
+            "busy": Out(1),
+            "done": Out(1),
+            "result": Out(ResultLayout(config)),
+            "trace_valid": Out(1),
+            "trace": Out(TraceLayout(config)),
+        })
+
+    @staticmethod
+    def address_bits(depth: int) -> int:
+        return ceil_log2(max(depth, 2))

@@ -1,0 +1,1 @@
+"""NSM model side: configuration, training, quantization and the bit-exact golden model."""

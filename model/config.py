@@ -1,0 +1,349 @@
+"""The one configuration object of the NSM accelerator.
+
+`NSMConfig` is the single source of truth: the PyTorch quantizer, the bit-exact NumPy golden model,
+the Amaranth gateware, the weight image, the testbenches and the host tool all read their numbers
+from it. It uses the standard library only, so that every part of the project can import it.
+
+The numeric contract it parametrizes is written down in `docs/contract.md`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import zlib
+from dataclasses import dataclass, field
+
+__all__ = ["ConfigError", "NSMConfig", "LFSR_TAPS", "NOISE_MODES", "LFSR_LAYOUTS", "digits_config",
+           "paper_config"]
+
+
+class ConfigError(ValueError):
+    """A configuration that the accelerator cannot implement; the message names the field."""
+
+
+# Maximal-length Fibonacci LFSR taps, as 1-based bit positions (bit 1 is the newest bit).
+# The feedback bit is the XOR of the state bits at these positions; see `docs/contract.md`.
+# Source of the facts: the classic table of maximal-length LFSR taps (e.g. Xilinx XAPP052).
+# `tests/test_lfsr.py` proves each entry maximal length.
+LFSR_TAPS: dict[int, tuple[int, ...]] = {
+    3: (3, 2), 4: (4, 3), 5: (5, 3), 6: (6, 5), 7: (7, 6), 8: (8, 6, 5, 4), 9: (9, 5),
+    10: (10, 7), 11: (11, 9), 12: (12, 6, 4, 1), 13: (13, 4, 3, 1), 14: (14, 5, 3, 1),
+    15: (15, 14), 16: (16, 15, 13, 4), 17: (17, 14), 18: (18, 11), 19: (19, 6, 2, 1),
+    20: (20, 17), 21: (21, 19), 22: (22, 21), 23: (23, 18), 24: (24, 23, 22, 17), 25: (25, 22),
+    26: (26, 6, 2, 1), 27: (27, 5, 2, 1), 28: (28, 25), 29: (29, 27), 30: (30, 6, 4, 1),
+    31: (31, 28), 32: (32, 22, 2, 1),
+}
+
+NOISE_MODES = ("synapse", "input")
+LFSR_LAYOUTS = ("per_lane", "wide")
+
+# Widths above this could overflow the golden model's int64 arithmetic.
+_MAX_DERIVED_BITS = 62
+
+
+def _signed_bits(bound: int) -> int:
+    """Bits of a two's complement number that holds every integer in [-bound, bound]."""
+    return max(bound, 1).bit_length() + 1
+
+
+def _splitmix32(x: int) -> int:
+    """A fixed integer hash used to derive distinct, reproducible default LFSR seeds."""
+    x = (x + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    return (x ^ (x >> 31)) & 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class NSMConfig:
+    """Shape and number formats of one NSM accelerator.
+
+    `layer_sizes` = (N_0, N_1, ..., N_L): N_0 binary inputs, hidden NSM layers N_1..N_{L-1}
+    (blank-out noise, `a_i` multiply, sign units) and an output layer of N_L integer logits.
+    """
+
+    layer_sizes: tuple[int, ...]
+    # Neurons computed in parallel; one `a_i` multiplier per lane.
+    lanes: int = 8
+    # Two's complement integer weights, one scale per row (per layer for the output layer).
+    weight_bits: int = 8
+    # a_i in signed fixed point: a_bits wide, a_frac fractional bits.
+    a_bits: int = 12
+    a_frac: int = 6
+    # Biases are integers in the weight LSB unit of their row.
+    bias_bits: int = 16
+    # "synapse": one xi per connection and sample; "input": one xi per presynaptic neuron and
+    # sample, shared by its fan-out.
+    noise: str = "synapse"
+    # Blank-out: xi = 1 (synapse kept) iff the p_bits-bit LFSR number r < p_keep.
+    # p = p_keep / 2**p_bits; p = 0.5 is p_bits=1, p_keep=1.
+    p_bits: int = 1
+    p_keep: int = 1
+    lfsr_width: int = 31
+    # "per_lane": one LFSR per lane, distinct seeds; "wide": one leap-forward LFSR for all lanes.
+    lfsr_layout: str = "per_lane"
+    # Default LFSR seeds derive from this number; the weight image carries the actual seeds.
+    seed: int = 1
+    # Monte-Carlo samples per inference (K).
+    samples: int = 16
+    # Free-form name, not part of the identity.
+    name: str = field(default="", compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "layer_sizes", tuple(int(n) for n in self.layer_sizes))
+        self._validate()
+
+    # -- validation -------------------------------------------------------------------------------
+
+    def _validate(self):
+        def need(cond, field_name, message):
+            if not cond:
+                raise ConfigError(f"{field_name}: {message}")
+
+        sizes = self.layer_sizes
+        need(len(sizes) >= 3, "layer_sizes",
+             f"needs inputs, at least one hidden layer and outputs, got {sizes}")
+        for i, n in enumerate(sizes):
+            need(n >= 1, "layer_sizes", f"layer {i} has size {n}, sizes must be >= 1")
+            need(n <= 65535, "layer_sizes", f"layer {i} has size {n}, at most 65535 is supported")
+        need(sizes[-1] >= 2, "layer_sizes", f"the output layer needs >= 2 classes, got {sizes[-1]}")
+        need(sizes[-1] <= 255, "layer_sizes",
+             f"the output layer has {sizes[-1]} classes, at most 255 are supported")
+        need(1 <= self.lanes <= 256, "lanes", f"must be in 1..256, got {self.lanes}")
+        need(2 <= self.weight_bits <= 16, "weight_bits",
+             f"must be in 2..16, got {self.weight_bits}")
+        need(2 <= self.a_bits <= 24, "a_bits", f"must be in 2..24, got {self.a_bits}")
+        need(0 <= self.a_frac < self.a_bits, "a_frac",
+             f"must be in 0..a_bits-1 ({self.a_bits - 1}), got {self.a_frac}")
+        need(2 <= self.bias_bits <= 32, "bias_bits", f"must be in 2..32, got {self.bias_bits}")
+        need(self.noise in NOISE_MODES, "noise", f"must be one of {NOISE_MODES}, got {self.noise!r}")
+        need(self.lfsr_layout in LFSR_LAYOUTS, "lfsr_layout",
+             f"must be one of {LFSR_LAYOUTS}, got {self.lfsr_layout!r}")
+        need(1 <= self.p_bits <= 16, "p_bits", f"must be in 1..16, got {self.p_bits}")
+        need(1 <= self.p_keep < (1 << self.p_bits), "p_keep",
+             f"must be in 1..{(1 << self.p_bits) - 1} for p_bits={self.p_bits}, got {self.p_keep}")
+        need(self.lfsr_width in LFSR_TAPS, "lfsr_width",
+             f"must be one of {min(LFSR_TAPS)}..{max(LFSR_TAPS)}, got {self.lfsr_width}")
+        need(1 <= self.samples <= 65535, "samples", f"must be in 1..65535, got {self.samples}")
+        need(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
+        for name, bits in (("acc_bits", self.acc_bits), ("u_bits", self.u_bits),
+                           ("score_bits", self.score_bits)):
+            need(bits <= _MAX_DERIVED_BITS, name.replace("_bits", "") + " width",
+                 f"derived {name}={bits} exceeds {_MAX_DERIVED_BITS} bits; reduce layer sizes, "
+                 f"weight_bits, a_bits, bias_bits or samples")
+
+    # -- shape ------------------------------------------------------------------------------------
+
+    @property
+    def n_inputs(self) -> int:
+        return self.layer_sizes[0]
+
+    @property
+    def n_classes(self) -> int:
+        return self.layer_sizes[-1]
+
+    @property
+    def n_layers(self) -> int:
+        """Number of weight layers (hidden NSM layers plus the output layer)."""
+        return len(self.layer_sizes) - 1
+
+    @property
+    def hidden_layers(self) -> range:
+        """Indices (0-based, into `layers`) of the noisy NSM layers; the last layer is output."""
+        return range(self.n_layers - 1)
+
+    def fan_in(self, layer: int) -> int:
+        return self.layer_sizes[layer]
+
+    def fan_out(self, layer: int) -> int:
+        return self.layer_sizes[layer + 1]
+
+    def groups(self, layer: int) -> int:
+        """Lane groups of a layer: ceil(N_out / lanes) passes over its N_in inputs."""
+        return -(-self.fan_out(layer) // self.lanes)
+
+    @property
+    def p(self) -> float:
+        """Blank-out keep probability P(xi = 1)."""
+        return self.p_keep / (1 << self.p_bits)
+
+    # -- memory layout (see docs/contract.md, "Memories") -----------------------------------------
+
+    def weight_base(self, layer: int) -> int:
+        """First weight-memory word of a layer; word = base + group * N_in + j."""
+        return sum(self.groups(l) * self.fan_in(l) for l in range(layer))
+
+    @property
+    def weight_words(self) -> int:
+        return self.weight_base(self.n_layers)
+
+    @property
+    def weight_word_bits(self) -> int:
+        return self.lanes * self.weight_bits
+
+    def param_base(self, layer: int) -> int:
+        """First neuron-parameter word (a_i and bias per lane) of a layer; word = base + group."""
+        return sum(self.groups(l) for l in range(layer))
+
+    @property
+    def param_words(self) -> int:
+        return self.param_base(self.n_layers)
+
+    @property
+    def max_width(self) -> int:
+        """Largest layer, for the activation buffers."""
+        return max(self.layer_sizes)
+
+    # -- noise generators -------------------------------------------------------------------------
+
+    @property
+    def lfsr_taps(self) -> tuple[int, ...]:
+        return LFSR_TAPS[self.lfsr_width]
+
+    @property
+    def n_generators(self) -> int:
+        """Number of LFSRs: one per lane in per-synapse per-lane layout, else one."""
+        if self.noise == "synapse" and self.lfsr_layout == "per_lane":
+            return self.lanes
+        return 1
+
+    @property
+    def steps_per_cycle(self) -> int:
+        """LFSR steps each generator takes per compute cycle of a hidden layer."""
+        if self.noise == "synapse" and self.lfsr_layout == "wide":
+            return self.lanes * self.p_bits
+        return self.p_bits
+
+    def default_seeds(self) -> tuple[int, ...]:
+        """Distinct non-zero seeds, reproducible from `seed`."""
+        mask = (1 << self.lfsr_width) - 1
+        seeds = []
+        i = 0
+        while len(seeds) < self.n_generators:
+            s = _splitmix32(self.seed * 1000003 + i) & mask
+            i += 1
+            if s != 0 and s not in seeds:
+                seeds.append(s)
+        return tuple(seeds)
+
+    # -- derived widths: no overflow is possible (docs/contract.md, "Widths") --------------------
+
+    @property
+    def w_max(self) -> int:
+        return (1 << (self.weight_bits - 1)) - 1
+
+    @property
+    def w_min(self) -> int:
+        return -(1 << (self.weight_bits - 1))
+
+    @property
+    def sum_bound(self) -> int:
+        """Largest |S_i| or |D_i| over all layers: N_in * 2**(weight_bits-1)."""
+        return max(self.fan_in(l) for l in range(self.n_layers)) << (self.weight_bits - 1)
+
+    @property
+    def acc_bits(self) -> int:
+        """Width of the S and D accumulators."""
+        return _signed_bits(self.sum_bound)
+
+    @property
+    def product_bits(self) -> int:
+        """Width of the a_i * D_i product (the one multiply per neuron)."""
+        return self.a_bits + self.acc_bits
+
+    @property
+    def u_bound(self) -> int:
+        a_mag = 1 << (self.a_bits - 1)
+        scaled = -(-(a_mag * self.sum_bound) >> self.a_frac)
+        return self.sum_bound + scaled + (1 << (self.bias_bits - 1))
+
+    @property
+    def u_bits(self) -> int:
+        """Width of u_i = S_i + floor(a_i * D_i / 2**a_frac) + b_i; also holds the logits."""
+        return _signed_bits(self.u_bound)
+
+    @property
+    def score_bits(self) -> int:
+        """Width of the per-class score: the sum of K integer logits."""
+        return _signed_bits(self.samples * self.u_bound)
+
+    @property
+    def vote_bits(self) -> int:
+        return max(1, self.samples.bit_length())
+
+    # -- identity and serialization ---------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["layer_sizes"] = list(self.layer_sizes)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NSMConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"{unknown[0]}: unknown configuration field")
+        if "layer_sizes" not in d:
+            raise ConfigError("layer_sizes: missing")
+        return cls(**{**d, "layer_sizes": tuple(d["layer_sizes"])})
+
+    @classmethod
+    def from_json(cls, text: str) -> "NSMConfig":
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"configuration: not valid JSON ({e})") from None
+        if not isinstance(d, dict):
+            raise ConfigError("configuration: expected a JSON object")
+        return cls.from_dict(d)
+
+    @property
+    def identity(self) -> int:
+        """32-bit identity of the hardware configuration (CRC-32 of its canonical JSON).
+
+        The device reports it; a weight image carries it. `name` does not take part.
+        """
+        d = self.to_dict()
+        d.pop("name")
+        return zlib.crc32(json.dumps(d, sort_keys=True).encode())
+
+    def describe(self) -> str:
+        sizes = "-".join(str(n) for n in self.layer_sizes)
+        return (f"{sizes} lanes={self.lanes} w{self.weight_bits} a{self.a_bits}.{self.a_frac} "
+                f"b{self.bias_bits} noise={self.noise} p={self.p_keep}/{1 << self.p_bits} "
+                f"lfsr={self.lfsr_width}/{self.lfsr_layout} K={self.samples} "
+                f"id={self.identity:08x}")
+
+    # -- cycle model (docs/contract.md, "Schedule") ----------------------------------------------
+
+    @property
+    def ideal_cycles_per_sample(self) -> int:
+        """sum over layers of ceil(N_out / lanes) * N_in: one weight word per lane and cycle."""
+        return sum(self.groups(l) * self.fan_in(l) for l in range(self.n_layers))
+
+    @property
+    def synapses(self) -> int:
+        return sum(self.fan_in(l) * self.fan_out(l) for l in range(self.n_layers))
+
+
+THERMOMETER_LEVELS_DIGITS = 4
+
+
+def digits_config(**overrides) -> NSMConfig:
+    """The embedded default: the digits network 64*k-100-100-10 with k thermometer levels."""
+    base = dict(layer_sizes=(64 * THERMOMETER_LEVELS_DIGITS, 100, 100, 10), name="digits")
+    base.update(overrides)
+    return NSMConfig(**base)
+
+
+def paper_config(**overrides) -> NSMConfig:
+    """The paper's fully connected network 784-300-300-300-10."""
+    base = dict(layer_sizes=(784, 300, 300, 300, 10), name="paper")
+    base.update(overrides)
+    return NSMConfig(**base)

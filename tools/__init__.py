@@ -1,0 +1,1 @@
+"""Host tools: weight image export, loading and inference over serial or the simulator."""
