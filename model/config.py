@@ -236,12 +236,13 @@ class NSMConfig:
 
     @property
     def w_min(self) -> int:
-        return -(1 << (self.weight_bits - 1))
+        """Weights are symmetric: -w_max..w_max (so that N_in * w_max bounds every sum)."""
+        return -self.w_max
 
     @property
     def sum_bound(self) -> int:
-        """Largest |S_i| or |D_i| over all layers: N_in * 2**(weight_bits-1)."""
-        return max(self.fan_in(l) for l in range(self.n_layers)) << (self.weight_bits - 1)
+        """Largest |S_i| or |D_i| over all layers: N_in * (2**(weight_bits-1) - 1)."""
+        return max(self.fan_in(l) for l in range(self.n_layers)) * self.w_max
 
     @property
     def acc_bits(self) -> int:

@@ -21,7 +21,7 @@ __all__ = ["QuantizedNSM"]
 class QuantizedNSM:
     """Integer parameters for `config`.
 
-    weights[l]: int64 (N_out, N_in), each in [w_min, w_max].
+    weights[l]: int64 (N_out, N_in), each in [w_min, w_max] = [-w_max, w_max] (symmetric).
     a[l]: int64 (N_out,), fixed point with config.a_frac fractional bits; zeros for the output
           layer (which has no a_i and no noise).
     bias[l]: int64 (N_out,), in the weight LSB unit of the row.
@@ -46,6 +46,7 @@ class QuantizedNSM:
                 raise ConfigError(f"{name}: {len(arrays)} layers, configuration has "
                                   f"{cfg.n_layers}")
         bit_fields = (("weights", cfg.weight_bits), ("a", cfg.a_bits), ("bias", cfg.bias_bits))
+        sym = {"weights": (cfg.w_min, cfg.w_max)}
         for l in range(cfg.n_layers):
             shapes = {"weights": (cfg.fan_out(l), cfg.fan_in(l)), "a": (cfg.fan_out(l),),
                       "bias": (cfg.fan_out(l),)}
@@ -56,7 +57,7 @@ class QuantizedNSM:
                                       f"{shapes[name]}")
                 if not np.issubdtype(arr.dtype, np.integer):
                     raise ConfigError(f"{name}[{l}]: dtype {arr.dtype} is not an integer type")
-                lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+                lo, hi = sym.get(name, (-(1 << (bits - 1)), (1 << (bits - 1)) - 1))
                 if arr.size and (arr.min() < lo or arr.max() > hi):
                     raise ConfigError(f"{name}[{l}]: values outside [{lo}, {hi}] "
                                       f"({name} width {bits} bits)")
