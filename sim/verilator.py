@@ -26,7 +26,8 @@ from pathlib import Path
 
 __all__ = ["REPO_ROOT", "BUILD_ROOT", "CLOCK_PERIOD_NS", "SimError", "verilator_root",
            "tool_env", "amaranth_verilog", "module_ports", "clock_wrapper", "CocotbBuild",
-           "build_cocotb", "run_cocotb", "build_harness", "waves_requested"]
+           "build_cocotb", "run_cocotb", "check_cocotb", "build_harness",
+           "build_harness_from_verilog", "waves_requested"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUILD_ROOT = REPO_ROOT / "build" / "sim"
@@ -278,21 +279,42 @@ HARNESS_CPP = Path(__file__).resolve().parent / "harness.cpp"
 def build_harness(config, *, baud_divisor: int) -> Path:
     """Build (once) the stdin/stdout UART bridge around `nsm_core`; returns the executable.
 
-    The folder is build/sim/harness-<hash>/, keyed by the configuration identity, the Verilog
-    and the harness source.
+    The folder is build/sim/harness-<identity>-<hash>/, keyed by the configuration identity,
+    the Verilog, the baud divisor and the harness source.
     """
     from hw.build import write_verilog
 
-    if baud_divisor < 2:
-        raise SimError(f"baud_divisor: must be >= 2, got {baud_divisor}")
+    _check_baud(baud_divisor)
     gen_dir = BUILD_ROOT / "verilog" / f"{config.identity:08x}-b{baud_divisor}-{os.getpid()}"
     gen_dir.mkdir(parents=True, exist_ok=True)
-    vpath = Path(write_verilog(config, gen_dir, baud_divisor=baud_divisor))
-    verilog_text = vpath.read_text()
+    try:
+        vpath = Path(write_verilog(config, gen_dir, baud_divisor=baud_divisor))
+        verilog_text = vpath.read_text()
+    finally:
+        shutil.rmtree(gen_dir, ignore_errors=True)
+    return build_harness_from_verilog(verilog_text, baud_divisor=baud_divisor,
+                                      name=f"harness-{config.identity:08x}")
+
+
+def _check_baud(baud_divisor: int):
+    if not isinstance(baud_divisor, int) or baud_divisor < 4:
+        raise SimError(f"baud_divisor: must be an integer >= 4, got {baud_divisor!r}")
+
+
+def build_harness_from_verilog(verilog_text: str, *, baud_divisor: int,
+                               name: str = "harness") -> Path:
+    """Build the harness around the module `nsm_core` of `verilog_text` (ports clk, rst,
+    uart_rx, uart_tx, busy); cached in build/sim/<name>-<hash>/."""
+    from hw.protocol import frame_timeout_cycles
+
+    _check_baud(baud_divisor)
+    # Clock on after the last UART activity for longer than the device's inter-byte timeout.
+    quiet = frame_timeout_cycles(baud_divisor) + 64 * baud_divisor
     cpp = HARNESS_CPP.read_text()
-    flags = ["-O2", "--x-assign", "fast", "--x-initial", "fast"] + _WARNING_FLAGS
-    key = _digest(verilog_text, cpp, flags, baud_divisor, _verilator_version(), "harness-v1")
-    build_dir = BUILD_ROOT / f"harness-{config.identity:08x}-{key}"
+    cflags = f"-O2 -DBAUD_DIVISOR={baud_divisor} -DQUIET_CYCLES={quiet}"
+    flags = ["-O3", "--x-assign", "fast", "--x-initial", "fast"] + _WARNING_FLAGS
+    key = _digest(verilog_text, cpp, flags, cflags, _verilator_version(), "harness-v1")
+    build_dir = BUILD_ROOT / f"{name}-{key}"
     exe = build_dir / "nsm_harness"
     with _locked(build_dir.with_suffix(".lock")):
         if not (build_dir / "BUILD_OK").exists():
@@ -301,9 +323,9 @@ def build_harness(config, *, baud_divisor: int) -> Path:
             build_dir.mkdir(parents=True)
             (build_dir / "nsm_core.v").write_text(verilog_text)
             log = build_dir / "build.log"
-            cmd = ["verilator", "--cc", "--exe", "--build", "-Mdir", str(build_dir / "obj"),
-                   "--top-module", "nsm_core", "--prefix", "Vnsm_core", "-o", str(exe),
-                   f"-CFLAGS", f"-DBAUD_DIVISOR={baud_divisor} -O2",
+            cmd = ["verilator", "--cc", "--exe", "--build", "-j", "2",
+                   "-Mdir", str(build_dir / "obj"), "--top-module", "nsm_core",
+                   "--prefix", "Vnsm_core", "-o", str(exe), "-CFLAGS", cflags,
                    *flags, str(build_dir / "nsm_core.v"), str(HARNESS_CPP)]
             with open(log, "w") as f:
                 r = subprocess.run(cmd, env=tool_env(), stdout=f, stderr=subprocess.STDOUT,
@@ -311,5 +333,4 @@ def build_harness(config, *, baud_divisor: int) -> Path:
             if r.returncode != 0 or not exe.exists():
                 raise SimError(f"harness: Verilator build failed; log: {log}\n{_tail(log)}")
             (build_dir / "BUILD_OK").write_text("ok\n")
-    shutil.rmtree(gen_dir, ignore_errors=True)
     return exe
