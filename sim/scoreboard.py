@@ -1,0 +1,197 @@
+"""The one scoreboard of the testbenches: expected values come from the golden model.
+
+It compares, with ==, every neuron's u and z of every layer for every sample (from the trace
+port), and every image's scores, votes and class (from the result). A mismatch raises at once,
+naming the image, sample, layer, group, neuron and the seed that replays the run.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import Counter
+
+import numpy as np
+from amaranth.hdl import Shape
+from amaranth.lib import data
+
+from hw.interfaces import ResultLayout, TraceLayout
+from model.config import NSMConfig
+
+__all__ = ["unpack", "decode_trace", "decode_result", "parse_result_payload", "input_payload",
+           "random_inputs", "Scoreboard", "Mismatch"]
+
+
+class Mismatch(AssertionError):
+    """The device differs from the golden model; the message says where and the seed."""
+
+
+# -- decoding flat bit vectors with the shared layouts ----------------------------------------------
+
+def _width(shape) -> int:
+    return shape.size if isinstance(shape, data.Layout) else Shape.cast(shape).width
+
+
+def unpack(layout, value: int):
+    """Python value of the bits `value` laid out as `layout` (struct -> dict, array -> list)."""
+    if isinstance(layout, data.StructLayout):
+        return {name: unpack(f.shape, (value >> f.offset) & ((1 << _width(f.shape)) - 1))
+                for name, f in layout}
+    if isinstance(layout, data.ArrayLayout):
+        w = _width(layout.elem_shape)
+        return [unpack(layout.elem_shape, (value >> (i * w)) & ((1 << w) - 1))
+                for i in range(layout.length)]
+    shape = Shape.cast(layout)
+    value &= (1 << shape.width) - 1
+    if shape.signed and value >> (shape.width - 1):
+        value -= 1 << shape.width
+    return value
+
+
+def decode_trace(config: NSMConfig, value: int) -> dict:
+    return unpack(TraceLayout(config), value)
+
+
+def decode_result(config: NSMConfig, value: int) -> dict:
+    return unpack(ResultLayout(config), value)
+
+
+def parse_result_payload(config: NSMConfig, payload: bytes) -> dict:
+    """READ_RESULT payload: class u8, per class score (signed, ceil(score_bits/8) bytes LE) and
+    votes u16, then the inference's cycles u32 (hw/protocol.py)."""
+    score_bytes = -(-config.score_bits // 8)
+    n = config.n_classes
+    expected_len = 1 + n * (score_bytes + 2) + 4
+    if len(payload) != expected_len:
+        raise Mismatch(f"READ_RESULT payload has {len(payload)} bytes, expected {expected_len}")
+    cls = payload[0]
+    scores, votes = [], []
+    pos = 1
+    for _ in range(n):
+        scores.append(int.from_bytes(payload[pos:pos + score_bytes], "little", signed=True))
+        pos += score_bytes
+        votes.append(struct.unpack_from("<H", payload, pos)[0])
+        pos += 2
+    cycles = struct.unpack_from("<I", payload, pos)[0]
+    return {"cls": cls, "scores": scores, "votes": votes, "cycles": cycles}
+
+
+# -- inputs -----------------------------------------------------------------------------------------
+
+def input_payload(config: NSMConfig, bits) -> bytes:
+    """WRITE_INPUT payload / input_wr bytes: bit j of the input is bit j % 8 of byte j // 8."""
+    bits = np.asarray(bits).reshape(-1)
+    if bits.shape[0] != config.n_inputs:
+        raise ValueError(f"input: {bits.shape[0]} bits, configuration has {config.n_inputs}")
+    out = bytearray(-(-config.n_inputs // 8))
+    for j, b in enumerate(bits):
+        if b > 0:
+            out[j // 8] |= 1 << (j % 8)
+    return bytes(out)
+
+
+def random_inputs(config: NSMConfig, n_images: int, rng: np.random.Generator) -> np.ndarray:
+    """Random binary inputs (n_images, N_0): 1 is z = +1, 0 is z = -1."""
+    return rng.integers(0, 2, size=(n_images, config.n_inputs)).astype(np.int64)
+
+
+def _as_states(bits: np.ndarray) -> np.ndarray:
+    """{0, 1} input bits as the golden model's ±1 states."""
+    return np.where(np.asarray(bits) > 0, 1, -1).astype(np.int64)
+
+
+def _z_bit(z) -> int:
+    """A golden z (±1 or {0, 1}) as the hardware's bit (1 is +1)."""
+    return 1 if int(z) > 0 else 0
+
+
+# -- the scoreboard ---------------------------------------------------------------------------------
+
+class Scoreboard:
+    """Expected values of `golden.run(params, inputs)` and the bookkeeping of comparisons.
+
+    `inputs`: (n_images, N_0) bits, 1 = +1. `states`: starting LFSR states (None = seeds).
+    `seed`: printed in every failure so that the run can be replayed.
+    """
+
+    def __init__(self, params, inputs, *, seed, states=None, label: str = ""):
+        from model import golden
+
+        self.params = params
+        self.config: NSMConfig = params.config
+        self.inputs = np.asarray(inputs)
+        self.seed = seed
+        self.label = label
+        self.expected = golden.run(params, _as_states(self.inputs), states=states, trace=True)
+        self.counts = Counter()
+        self._seen: set = set()
+
+    def _where(self, image, **kw) -> str:
+        parts = [f"image {image}"] + [f"{k} {v}" for k, v in kw.items()]
+        return (f"{self.label + ': ' if self.label else ''}{', '.join(parts)} "
+                f"[{self.config.describe()}; replay with seed {self.seed}]")
+
+    # -- trace: one lane group of one sample ------------------------------------------------------
+
+    def trace(self, image: int, payload: dict):
+        """Compare one decoded trace payload (decode_trace) of `image`."""
+        cfg = self.config
+        k, l, g = payload["sample"], payload["layer"], payload["group"]
+        if not (0 <= image < len(self.inputs) and k < cfg.samples and l < cfg.n_layers
+                and g < cfg.groups(l)):
+            raise Mismatch(f"trace out of range: sample {k}, layer {l}, group {g} "
+                           f"({self._where(image)})")
+        key = (image, k, l, g)
+        if key in self._seen:
+            raise Mismatch(f"trace repeated: {self._where(image, sample=k, layer=l, group=g)}")
+        self._seen.add(key)
+        u_exp = self.expected.u[l][image, k]
+        hidden = l in cfg.hidden_layers
+        for lane in range(cfg.lanes):
+            i = g * cfg.lanes + lane
+            if i >= cfg.fan_out(l):
+                break
+            got_u = payload["u"][lane]
+            if got_u != int(u_exp[i]):
+                raise Mismatch(f"u = {got_u}, golden {int(u_exp[i])} at "
+                               + self._where(image, sample=k, layer=l, group=g, neuron=i))
+            self.counts["u"] += 1
+            if hidden:
+                got_z = (payload["z"] >> lane) & 1
+                exp_z = _z_bit(self.expected.z[l][image, k, i])
+                if got_z != exp_z:
+                    raise Mismatch(f"z bit = {got_z}, golden {exp_z} at "
+                                   + self._where(image, sample=k, layer=l, group=g, neuron=i))
+                self.counts["z"] += 1
+        self.counts["groups"] += 1
+
+    def trace_complete(self, image: int):
+        """Every (sample, layer, group) of `image` was traced exactly once."""
+        cfg = self.config
+        missing = [(k, l, g) for k in range(cfg.samples) for l in range(cfg.n_layers)
+                   for g in range(cfg.groups(l)) if (image, k, l, g) not in self._seen]
+        if missing:
+            k, l, g = missing[0]
+            raise Mismatch(f"{len(missing)} trace payloads missing, first: "
+                           + self._where(image, sample=k, layer=l, group=g))
+        self.counts["samples"] += cfg.samples
+
+    # -- result: class, scores, votes -------------------------------------------------------------
+
+    def result(self, image: int, cls: int, scores, votes):
+        exp = self.expected
+        for c in range(self.config.n_classes):
+            if int(scores[c]) != int(exp.scores[image, c]):
+                raise Mismatch(f"score = {int(scores[c])}, golden {int(exp.scores[image, c])} "
+                               f"at " + self._where(image, cls=c))
+            if int(votes[c]) != int(exp.votes[image, c]):
+                raise Mismatch(f"votes = {int(votes[c])}, golden {int(exp.votes[image, c])} "
+                               f"at " + self._where(image, cls=c))
+        if int(cls) != int(exp.cls[image]):
+            raise Mismatch(f"class = {int(cls)}, golden {int(exp.cls[image])} at "
+                           + self._where(image))
+        self.counts["images"] += 1
+
+    def summary(self) -> str:
+        c = self.counts
+        return (f"{c['images']} images, {c['samples']} samples, {c['groups']} lane groups, "
+                f"{c['u']} u and {c['z']} z values equal to the golden model")

@@ -1,0 +1,61 @@
+"""The whole accelerator `nsm_core` under Verilator + cocotb, driven only through its UART.
+
+Each configuration is compiled once per session (and cached in build/sim/ across sessions).
+Replay a failure with NSM_SEED=<seed printed in the failure>; NSM_WAVES=1 writes FST waveforms.
+"""
+
+import numpy as np
+import pytest
+
+from model.config import NSMConfig, digits_config
+from model.params import QuantizedNSM
+from sim import testing as st
+from sim import verilator as sv
+from sim.image_pack import pack_image
+
+# Small configurations that still exercise the corners: lanes not dividing layer sizes, K = 1,
+# p != 0.5, per-input noise, narrow weights.
+CORE_CONFIGS = [
+    NSMConfig(layer_sizes=(12, 7, 3), lanes=4, samples=2, name="small"),
+    NSMConfig(layer_sizes=(10, 9, 5, 4), lanes=3, weight_bits=5, noise="input", p_bits=3,
+              p_keep=5, samples=1, name="input-noise-K1"),
+]
+
+
+def _ids(c):
+    return c.name
+
+
+@pytest.fixture
+def need_core():
+    st.need("hw.build", "write_verilog(config, out_dir, *, baud_divisor) of nsm_core")
+    st.need("model.golden", "the golden model gives the expected values")
+
+
+def test_image_packer_matches_firmware():
+    """Two writers of the contract's weight image (ours in sim/, firmware/image.py) agree."""
+    st.need("firmware.image", "the firmware image writer")
+    from firmware.image import write_image
+    rng = np.random.default_rng(st.seed())
+    for cfg in CORE_CONFIGS + [digits_config()]:
+        params = QuantizedNSM.random(cfg, rng)
+        assert write_image(params) == pack_image(params), f"seed {st.seed()}, {cfg.describe()}"
+
+
+@pytest.mark.parametrize("config", CORE_CONFIGS, ids=_ids)
+def test_core_classify_random(need_core, config, tmp_path):
+    build = st.core_build(config)
+    env = st.sim_env(config, tmp_path, images=3)
+    sv.check_cocotb(build, "sim.tb_core", testcase="classify", env=env,
+                    tag=f"classify-{config.name}")
+    rep = st.report(tmp_path)
+    assert rep["images"] == 3 and rep["samples"] == 3 * config.samples
+
+
+@pytest.mark.parametrize("config", CORE_CONFIGS[:1], ids=_ids)
+def test_core_bad_input(need_core, config, tmp_path):
+    build = st.core_build(config)
+    env = st.sim_env(config, tmp_path, images=1)
+    sv.check_cocotb(build, "sim.tb_core", testcase="bad_input", env=env,
+                    tag=f"bad-{config.name}")
+    assert len(st.report(tmp_path)["bad_input_cases"]) >= 20
