@@ -10,13 +10,13 @@ lanes need not be byte aligned, are packed with NumPy bit arrays (LSB first), wh
 fast for the paper's network.
 
 Order of the checks in `read_image` (so that every refusal names the right problem):
-  1. shorter than the fixed header, or shorter than the configuration (or the header) implies
-     -> truncated;
-  2. the CRC-32 over the declared image does not match -> corrupted (a single flipped bit
-     anywhere, header included, lands here; a magic that differs from b"NSMI" in more than two
-     bits is reported as "not a weight image" instead);
-  3. on an intact image: magic, format version, reserved byte, configuration identity, layer
-     sizes, body length, trailing bytes, then the contents (padding bits, value ranges).
+  - an image is *intact* when it is as long as its header declares and the CRC-32 over the
+    declared bytes matches; an intact image is then checked field by field: magic, format
+    version, reserved byte, configuration identity, layer sizes, body length, trailing bytes,
+    then the contents (padding bits, value ranges);
+  - an image that is not intact is *truncated* when shorter than its configuration (or, with
+    none known, its header) implies, "not a weight image" when its magic differs from b"NSMI"
+    in more than two bits, else *corrupted* (CRC): one flipped bit anywhere lands here.
 """
 
 from __future__ import annotations
@@ -211,25 +211,35 @@ def read_image(data: bytes, config: NSMConfig | None = None) -> QuantizedNSM:
     configurations (`known_configs`) by identity. Refusals raise `ImageError`.
     """
     data = bytes(data)
-    header = read_header(data)
+    if config is not None and HEADER_BYTES <= len(data) < image_bytes(config):
+        try:
+            header = read_header(data)
+        except ImageError:
+            raise ImageError("truncated", f"image truncated: {len(data)} bytes, expected "
+                                          f"{image_bytes(config)}") from None
+    else:
+        header = read_header(data)
     if config is None:
         config = _config_for(header)
     declared = header.total_length
-    # 1. Truncation: judged against the configuration where one is known, since a damaged length
-    #    field in the header must not pass for a short file.
-    needed = image_bytes(config) if config is not None else declared
-    if len(data) < needed:
-        raise ImageError("truncated", f"image truncated: {len(data)} bytes, expected {needed}")
-    if _magic_distance(header.magic) > _MAGIC_DAMAGE_BITS:
-        raise ImageError("magic", f"not a weight image: magic {header.magic!r}, expected "
-                                  f"{MAGIC!r}")
-    # 2. Integrity of the image as its header declares it.
-    if len(data) < declared:
-        raise ImageError("crc", f"image corrupted: its header declares {declared} bytes, the "
-                                f"configuration {needed} (CRC-32 cannot match)")
-    stored = bitstring.Bits(data[declared - CRC_BYTES:declared]).uintle
-    computed = image_crc(data[:declared - CRC_BYTES])
-    if stored != computed:
+    intact = (len(data) >= declared and image_crc(data[:declared - CRC_BYTES])
+              == bitstring.Bits(data[declared - CRC_BYTES:declared]).uintle)
+    if not intact:
+        # 1. Truncation: judged against the configuration where one is known, since a damaged
+        #    length field in the header must not pass for a short file.
+        needed = image_bytes(config) if config is not None else declared
+        if len(data) < needed:
+            raise ImageError("truncated", f"image truncated: {len(data)} bytes, expected "
+                                          f"{needed}")
+        if _magic_distance(header.magic) > _MAGIC_DAMAGE_BITS:
+            raise ImageError("magic", f"not a weight image: magic {header.magic!r}, expected "
+                                      f"{MAGIC!r}")
+        # 2. Damage anywhere, length fields of the header included.
+        if len(data) < declared:
+            raise ImageError("crc", f"image corrupted: its header declares {declared} bytes, "
+                                    f"the configuration {needed} (CRC-32 cannot match)")
+        stored = bitstring.Bits(data[declared - CRC_BYTES:declared]).uintle
+        computed = image_crc(data[:declared - CRC_BYTES])
         raise ImageError("crc", f"image corrupted: CRC-32 is {computed:08x}, the image says "
                                 f"{stored:08x}")
     # 3. An intact image: is it one this tool and this configuration can use?

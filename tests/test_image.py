@@ -1,0 +1,241 @@
+"""The weight image: round trips, the exact layout, and every refusal with its message."""
+
+import numpy as np
+import pytest
+
+from firmware.image import (CRC_BYTES, FORMAT_VERSION, HEADER_BYTES, ImageError, body_bytes,
+                            image_bytes, image_crc, read_header, read_image, write_image)
+from hw.interfaces import image_sections
+from hw.protocol import IMAGE_CRC
+from model.config import NSMConfig, digits_config, paper_config
+from model.params import QuantizedNSM
+
+SEED = 20261122
+
+CONFIGS = {
+    "digits": digits_config(),
+    "paper": paper_config(),
+    "odd-lanes-wide": NSMConfig((10, 7, 5, 3), lanes=3, weight_bits=3, a_bits=5, a_frac=2,
+                                bias_bits=7, lfsr_layout="wide", lfsr_width=17),
+    "input-noise": NSMConfig((20, 9, 2), lanes=4, weight_bits=5, a_bits=13, a_frac=4,
+                             bias_bits=11, noise="input", p_bits=3, p_keep=5),
+    "one-lane": NSMConfig((3, 2, 2), lanes=1, weight_bits=16, a_bits=24, a_frac=8,
+                          bias_bits=32, lfsr_width=32),
+}
+
+
+def _params(config, seed=SEED):
+    return QuantizedNSM.random(config, np.random.default_rng(seed))
+
+
+def _equal(p, q):
+    return (p.config == q.config and p.seeds == q.seeds and all(
+        x.shape == y.shape and bool(np.all(x == y))
+        for x, y in zip(p.weights + p.a + p.bias, q.weights + q.a + q.bias)))
+
+
+def _recrc(image: bytes) -> bytes:
+    body = image[:-CRC_BYTES]
+    return body + image_crc(body).to_bytes(4, "little")
+
+
+@pytest.fixture(scope="module")
+def digits_image():
+    params = _params(digits_config())
+    return params, write_image(params)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_round_trip(name):
+    config = CONFIGS[name]
+    params = _params(config)
+    image = write_image(params)
+    assert len(image) == image_bytes(config)
+    assert _equal(read_image(image, config), params), f"seed {SEED}"
+    # Without a configuration, the known ones are recognized by identity.
+    if name in ("digits", "paper"):
+        assert _equal(read_image(image), params)
+
+
+def test_extreme_values_round_trip():
+    config = CONFIGS["odd-lanes-wide"]
+    params = _params(config)
+    weights = tuple(np.full_like(w, config.w_min) for w in params.weights)
+    a = tuple(np.full_like(x, -(1 << (config.a_bits - 1))) for x in params.a[:-1]) + params.a[-1:]
+    bias = tuple(np.full_like(b, (1 << (config.bias_bits - 1)) - 1) for b in params.bias)
+    seeds = tuple((1 << config.lfsr_width) - 1 for _ in params.seeds)
+    extreme = params.replace(weights=weights, a=a, bias=bias, seeds=seeds)
+    assert _equal(read_image(write_image(extreme), config), extreme)
+
+
+def test_layout_header_and_first_words():
+    """Byte positions of docs/image.md, checked by hand on a tiny configuration."""
+    config = NSMConfig((3, 2, 2), lanes=2, weight_bits=4, a_bits=6, a_frac=2, bias_bits=8,
+                       lfsr_width=9)
+    w0 = np.array([[1, -2, 3], [-7, 0, 7]])
+    params = QuantizedNSM(config, (w0, np.array([[1, 2], [3, -4]])),
+                          (np.array([-32, 31]), np.zeros(2, np.int64)),
+                          (np.array([-128, 127]), np.array([5, -6])), (0x1FF, 3))
+    image = write_image(params)
+    assert image[:4] == b"NSMI"
+    assert image[4:6] == FORMAT_VERSION.to_bytes(2, "little")
+    assert image[6] == 3 and image[7] == 0
+    assert image[8:12] == config.identity.to_bytes(4, "little")
+    assert image[12:16] == body_bytes(config).to_bytes(4, "little")
+    assert image[16:22] == bytes([3, 0, 2, 0, 2, 0])
+    body = image[22:-4]
+    # weights: word j of layer 0 = lane 0 w[0, j] in bits 0..3, lane 1 w[1, j] in bits 4..7.
+    assert body[0] == (1 & 15) | ((-7 & 15) << 4)
+    assert body[1] == (-2 & 15) | (0 << 4)
+    assert body[2] == 3 | ((7 & 15) << 4)
+    # a: one 12-bit word per group, 2 bytes; lane 0 = -32, lane 1 = 31.
+    a_at = config.weight_words * 1
+    assert int.from_bytes(body[a_at:a_at + 2], "little") == (-32 & 63) | (31 << 6)
+    # seeds: the last two 9-bit words, 2 bytes each.
+    assert body[-4:] == (0x1FF).to_bytes(2, "little") + (3).to_bytes(2, "little")
+    assert image[-4:] == IMAGE_CRC.compute(image[:-4]).to_bytes(4, "little")
+    assert [s[0] for s in image_sections(config)] == ["weights", "a", "bias", "seeds"]
+
+
+def test_crc_is_the_protocol_crc(digits_image):
+    _, image = digits_image
+    assert image_crc(image[:1000]) == IMAGE_CRC.compute(image[:1000])
+
+
+@pytest.mark.parametrize("cut", [0, 3, HEADER_BYTES - 1, HEADER_BYTES + 3, HEADER_BYTES + 8,
+                                 5000, -5, -1], ids=lambda c: f"cut{c}")
+def test_truncated(digits_image, cut):
+    _, image = digits_image
+    short = image[:cut]
+    config = digits_config()
+    if len(short) < HEADER_BYTES:
+        message = f"image truncated: {len(short)} bytes, the header alone needs {HEADER_BYTES}"
+    else:
+        message = f"image truncated: {len(short)} bytes, expected {image_bytes(config)}"
+    with pytest.raises(ImageError, match=message.replace("(", r"\(")) as e:
+        read_image(short, config)
+    assert e.value.reason == "truncated"
+
+
+def test_every_flipped_bit_is_a_crc_error():
+    """One flipped bit anywhere in a small image (header, sizes, body, CRC) -> corrupted."""
+    config = CONFIGS["input-noise"]
+    image = write_image(_params(config))
+    for bit in range(len(image) * 8):
+        damaged = bytearray(image)
+        damaged[bit // 8] ^= 1 << (bit % 8)
+        with pytest.raises(ImageError, match=r"^image corrupted: ") as e:
+            read_image(bytes(damaged), config)
+        assert e.value.reason == "crc", f"bit {bit}"
+
+
+def test_flipped_bits_in_big_image(digits_image):
+    _, image = digits_image
+    rng = np.random.default_rng(SEED)
+    for bit in rng.choice(len(image) * 8, size=200, replace=False):
+        damaged = bytearray(image)
+        damaged[bit // 8] ^= 1 << (bit % 8)
+        with pytest.raises(ImageError, match=r"^image corrupted: "):
+            read_image(bytes(damaged), digits_config())
+
+
+def test_crc_message(digits_image):
+    _, image = digits_image
+    damaged = bytearray(image)
+    damaged[100] ^= 0x10
+    computed = image_crc(bytes(damaged[:-4]))
+    stored = int.from_bytes(image[-4:], "little")
+    with pytest.raises(ImageError, match=f"^image corrupted: CRC-32 is {computed:08x}, the image "
+                                         f"says {stored:08x}$"):
+        read_image(bytes(damaged), digits_config())
+
+
+def test_bad_magic(digits_image):
+    _, image = digits_image
+    with pytest.raises(ImageError, match=r"^not a weight image: magic b'PK\\x03\\x04', expected "
+                                         r"b'NSMI'$") as e:
+        read_image(_recrc(b"PK\x03\x04" + image[4:]), digits_config())
+    assert e.value.reason == "magic"
+    # A magic damaged in two bits, CRC recomputed: the magic check names it.
+    with pytest.raises(ImageError, match=r"^not a weight image: magic b'OSMJ'"):
+        read_image(_recrc(b"OSMJ" + image[4:]), digits_config())
+
+
+def test_other_version(digits_image):
+    _, image = digits_image
+    with pytest.raises(ImageError, match=r"^image format version 2, this tool reads version 1$"):
+        read_image(_recrc(image[:4] + (2).to_bytes(2, "little") + image[6:]), digits_config())
+
+
+def test_identity_mismatch():
+    made_for = CONFIGS["odd-lanes-wide"]
+    expected = NSMConfig.from_dict({**made_for.to_dict(), "samples": 7})
+    image = write_image(_params(made_for))
+    message = (f"image was made for another configuration: image identity "
+               f"{made_for.identity:08x}, expected {expected.identity:08x} "
+               f"({expected.describe()})")
+    with pytest.raises(ImageError, match=f"^{message.replace('(', '[(]').replace(')', '[)]')}$"):
+        read_image(image, expected)
+
+
+def test_identity_mismatch_other_sizes():
+    """An image of another size is named as such, not as truncated."""
+    image = write_image(_params(CONFIGS["input-noise"]))
+    with pytest.raises(ImageError, match="^image was made for another configuration: image "
+                                         f"identity {CONFIGS['input-noise'].identity:08x}, "
+                                         f"expected {digits_config().identity:08x}"):
+        read_image(image, digits_config())
+
+
+def test_unknown_configuration():
+    config = CONFIGS["one-lane"]
+    with pytest.raises(ImageError, match=f"^image was made for configuration "
+                                         f"{config.identity:08x} .layers .3, 2, 2.., which is "
+                                         f"not a known configuration"):
+        read_image(write_image(_params(config)))
+
+
+def test_wrong_body_length():
+    config = CONFIGS["input-noise"]
+    image = write_image(_params(config))
+    n = body_bytes(config)
+    # Header says one byte more, and one byte more of body follows: an intact, wrong image.
+    longer = image[:12] + (n + 1).to_bytes(4, "little") + image[16:-4] + b"\0"
+    with pytest.raises(ImageError, match=f"^image body length {n + 1} bytes, the configuration "
+                                         f"needs {n}$") as e:
+        read_image(_recrc(longer + b"\0\0\0\0"), config)
+    assert e.value.reason == "length"
+
+
+def test_trailing_bytes():
+    config = CONFIGS["input-noise"]
+    image = write_image(_params(config))
+    with pytest.raises(ImageError, match=f"^image has 3 unexpected bytes after its CRC "
+                                         f"[(]{len(image) + 3} bytes, expected {len(image)}[)]$"):
+        read_image(image + b"abc", config)
+
+
+def test_set_padding_bits_refused():
+    config = CONFIGS["input-noise"]      # seeds: 31 bits in 4 bytes, top bit unused
+    image = bytearray(write_image(_params(config)))
+    image[-5] |= 0x80
+    with pytest.raises(ImageError, match=r"^image section seeds, word 0: unused high bits are "
+                                         r"set [(]they must be zero[)]$"):
+        read_image(_recrc(bytes(image)), config)
+
+
+def test_out_of_range_weight_refused():
+    config = CONFIGS["input-noise"]      # 5-bit weights: -16 is outside the symmetric range
+    image = bytearray(write_image(_params(config)))
+    at = HEADER_BYTES + 2 * 3
+    image[at] = (image[at] & 0xE0) | 0x10
+    with pytest.raises(ImageError, match=r"^image holds invalid parameters: weights\[0\]: values "
+                                         r"outside \[-15, 15\]"):
+        read_image(_recrc(bytes(image)), config)
+
+
+def test_read_header(digits_image):
+    _, image = digits_image
+    header = read_header(image)
+    assert header.layer_sizes == digits_config().layer_sizes
+    assert header.total_length == len(image)
