@@ -1,0 +1,148 @@
+"""The host client against the software model of the device (ModelTransport): fast."""
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from firmware.image import ImageError, image_crc, write_image
+from hw.protocol import FRAME_CRC, MAX_PAYLOAD, DeviceState, Opcode, Status
+from model.config import NSMConfig
+from model.params import QuantizedNSM
+from tools.client import (Device, DeviceError, ProtocolError, encode_request, pack_input)
+from tools.transport import DeviceTimeout, ModelTransport, Transport
+
+SEED = 611
+CONFIG = NSMConfig((20, 9, 5, 3), lanes=4, samples=6, name="tiny")
+OTHER = NSMConfig((20, 9, 5, 3), lanes=4, samples=7, name="tiny-k7")
+HAVE_GOLDEN = importlib.util.find_spec("model.golden") is not None
+needs_golden = pytest.mark.skipif(not HAVE_GOLDEN, reason="model/golden.py not written yet")
+
+
+def _params(config=CONFIG, seed=SEED):
+    return QuantizedNSM.random(config, np.random.default_rng(seed))
+
+
+@pytest.fixture
+def device():
+    return Device(ModelTransport(CONFIG))
+
+
+def test_encode_request():
+    frame = encode_request(Opcode.IMAGE_DATA, b"\x01\x02")
+    assert frame[:4] == bytes([0x5A, 0x03, 2, 0]) and frame[4:6] == b"\x01\x02"
+    assert frame[6] == FRAME_CRC.compute(frame[1:6])
+    with pytest.raises(ValueError, match=f"payload of {MAX_PAYLOAD + 1} bytes exceeds "):
+        encode_request(Opcode.IMAGE_DATA, bytes(MAX_PAYLOAD + 1))
+
+
+def test_pack_input():
+    z = -np.ones(20, np.int64)
+    z[[0, 9, 19]] = 1
+    assert pack_input(z, 20) == bytes([0x01, 0x02, 0x08])
+    with pytest.raises(ValueError, match="^input has 19 values, the device takes 20$"):
+        pack_input(z[:19], 20)
+    with pytest.raises(ValueError, match="^input values must be -1 or [+]1$"):
+        pack_input(np.zeros(20), 20)
+
+
+def test_identify(device):
+    ident = device.identify()
+    assert (ident.identity, ident.layer_sizes, ident.lanes, ident.samples) == \
+        (CONFIG.identity, CONFIG.layer_sizes, CONFIG.lanes, CONFIG.samples)
+
+
+def test_status_before_and_after_load(device):
+    st = device.status()
+    assert (st.state, st.image_valid, st.inferences) == (DeviceState.IDLE, False, 0)
+    device.load_image(write_image(_params()), progress=False)
+    assert device.status().image_valid
+
+
+def test_infer_without_image(device):
+    with pytest.raises(DeviceError, match="^START: NO_IMAGE: device has no valid image: load one "
+                                          "with `nsm load`$") as e:
+        device.infer(np.ones(20, np.int64))
+    assert e.value.status == Status.NO_IMAGE
+
+
+def test_client_refuses_mismatched_image(device):
+    image = write_image(_params(OTHER))
+    with pytest.raises(ImageError, match=f"^refusing to load: image was made for configuration "
+                                         f"{OTHER.identity:08x}, the device is "
+                                         f"{CONFIG.identity:08x} "):
+        device.load_image(image, progress=False)
+
+
+def test_forced_mismatch_refused_by_device(device):
+    with pytest.raises(DeviceError, match="^IMAGE_DATA: IMAGE_CONFIG: device refused the image: "
+                                          "it was made for another configuration$"):
+        device.load_image(write_image(_params(OTHER)), progress=False, force=True)
+    assert not device.status().image_valid
+    assert device.status().last_error == Status.IMAGE_CONFIG
+
+
+@pytest.mark.parametrize("damage, status", [
+    ("flip", Status.IMAGE_CRC), ("truncate", Status.IMAGE_LENGTH),
+    ("extend", Status.IMAGE_LENGTH), ("magic", Status.IMAGE_MAGIC)])
+def test_forced_bad_image_refused_by_device(device, damage, status):
+    image = bytearray(write_image(_params()))
+    if damage == "flip":
+        image[len(image) // 2] ^= 0x04
+    elif damage == "truncate":
+        del image[-10:]
+    elif damage == "extend":
+        image += b"\0" * 300
+    else:
+        image[:4] = b"XXXX"
+    with pytest.raises(DeviceError, match=f": {status.name}: ") as e:
+        device.load_image(bytes(image), progress=False, force=True)
+    assert e.value.status == status
+    assert not device.status().image_valid
+
+
+def test_device_timeout_names_what_was_awaited():
+    class Silent(Transport):
+        def write(self, data):
+            pass
+
+        def read(self, n, timeout, what="bytes"):
+            raise DeviceTimeout(f"silent: timed out waiting for {what}")
+
+    with pytest.raises(DeviceTimeout, match="^silent: timed out waiting for the response to "
+                                            "IDENTIFY$"):
+        Device(Silent()).identify()
+
+
+def test_damaged_response_detected():
+    class Garbling(ModelTransport):
+        def read(self, n, timeout, what="bytes"):
+            data = bytearray(super().read(n, timeout, what))
+            if n > 1:
+                data[0] ^= 0xFF
+            return bytes(data)
+
+    with pytest.raises(ProtocolError, match="^IDENTIFY: response CRC-8 mismatch"):
+        Device(Garbling(CONFIG)).identify()
+
+
+@needs_golden
+def test_infer_matches_golden_and_keeps_states():
+    from model.golden import run
+
+    params = _params()
+    device = Device(ModelTransport(CONFIG))
+    device.load_image(write_image(params), progress=False)
+    rng = np.random.default_rng(SEED)
+    inputs = rng.choice(np.array([-1, 1]), size=(5, CONFIG.n_inputs))
+    states = None
+    for x in inputs:
+        got = device.infer(x)
+        want = run(params, x[None, :], states=states)
+        states = want.final_states
+        assert got.cls == int(np.asarray(want.cls).reshape(-1)[0])
+        assert got.scores == tuple(int(s) for s in np.asarray(want.scores).reshape(-1))
+        assert got.votes == tuple(int(v) for v in np.asarray(want.votes).reshape(-1))
+        assert sum(got.votes) == CONFIG.samples
+        assert got.cycles == CONFIG.samples * CONFIG.ideal_cycles_per_sample
+    assert device.status().inferences == len(inputs)
