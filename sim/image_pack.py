@@ -13,7 +13,8 @@ import zlib
 from hw.interfaces import image_sections
 from model.params import QuantizedNSM
 
-__all__ = ["IMAGE_MAGIC", "IMAGE_VERSION", "image_body", "pack_image", "header_length"]
+__all__ = ["IMAGE_MAGIC", "IMAGE_VERSION", "section_words", "image_body", "pack_image",
+           "header_length"]
 
 IMAGE_MAGIC = b"NSMI"
 IMAGE_VERSION = 1
@@ -29,7 +30,8 @@ def _lane_words(values_by_group, lanes: int, bits: int):
         yield word
 
 
-def _section_words(params: QuantizedNSM, name: str):
+def section_words(params: QuantizedNSM, name: str):
+    """The words of one image section (`image_sections` order), as Python ints."""
     cfg = params.config
     lanes = cfg.lanes
     if name == "seeds":
@@ -56,7 +58,7 @@ def image_body(params: QuantizedNSM) -> bytes:
     for name, words, bits in image_sections(params.config):
         nbytes = -(-bits // 8)
         count = 0
-        for word in _section_words(params, name):
+        for word in section_words(params, name):
             out += word.to_bytes(nbytes, "little")
             count += 1
         assert count == words, f"{name}: packed {count} words, the layout has {words}"
