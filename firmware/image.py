@@ -33,7 +33,7 @@ from model.fixed import from_unsigned, to_unsigned
 from model.params import QuantizedNSM
 
 __all__ = ["ImageError", "ImageHeader", "MAGIC", "FORMAT_VERSION", "HEADER_BYTES", "CRC_BYTES",
-           "write_image", "read_image", "read_header", "body_bytes", "image_bytes",
+           "write_image", "read_image", "read_header", "check_image", "body_bytes", "image_bytes",
            "known_configs", "image_crc"]
 
 MAGIC = b"NSMI"
@@ -204,6 +204,58 @@ def _magic_distance(magic: bytes) -> int:
     return sum(bin(a ^ b).count("1") for a, b in zip(magic, MAGIC))
 
 
+def _check_intact(data: bytes, header: ImageHeader, needed: int | None) -> int:
+    """Refuse a truncated or damaged image (`needed`: the length its configuration implies,
+    None if unknown); returns the declared length."""
+    declared = header.total_length
+    intact = (len(data) >= declared and image_crc(data[:declared - CRC_BYTES])
+              == bitstring.Bits(data[declared - CRC_BYTES:declared]).uintle)
+    if intact:
+        return declared
+    # Truncation is judged against the configuration where one is known, since a damaged
+    # length field in the header must not pass for a short file.
+    needed = declared if needed is None else needed
+    if len(data) < needed:
+        raise ImageError("truncated", f"image truncated: {len(data)} bytes, expected {needed}")
+    if _magic_distance(header.magic) > _MAGIC_DAMAGE_BITS:
+        raise ImageError("magic", f"not a weight image: magic {header.magic!r}, expected "
+                                  f"{MAGIC!r}")
+    # Damage anywhere, length fields of the header included.
+    if len(data) < declared:
+        raise ImageError("crc", f"image corrupted: its header declares {declared} bytes, the "
+                                f"configuration {needed} (CRC-32 cannot match)")
+    stored = bitstring.Bits(data[declared - CRC_BYTES:declared]).uintle
+    computed = image_crc(data[:declared - CRC_BYTES])
+    raise ImageError("crc", f"image corrupted: CRC-32 is {computed:08x}, the image says "
+                            f"{stored:08x}")
+
+
+def _check_format(data: bytes, header: ImageHeader) -> None:
+    if header.magic != MAGIC:
+        raise ImageError("magic", f"not a weight image: magic {header.magic!r}, expected "
+                                  f"{MAGIC!r}")
+    if header.version != FORMAT_VERSION:
+        raise ImageError("version", f"image format version {header.version}, this tool reads "
+                                    f"version {FORMAT_VERSION}")
+    if header.reserved != 0:
+        raise ImageError("magic", f"image header reserved byte is {header.reserved}, must be 0")
+    if len(data) > header.total_length:
+        raise ImageError("length", f"image has {len(data) - header.total_length} unexpected "
+                                   f"bytes after its CRC ({len(data)} bytes, expected "
+                                   f"{header.total_length})")
+
+
+def check_image(data: bytes) -> ImageHeader:
+    """Check what can be checked without the configuration: complete, intact (CRC-32), magic,
+    format version, no trailing bytes. Returns the header (its identity names the
+    configuration)."""
+    data = bytes(data)
+    header = read_header(data)
+    _check_intact(data, header, None)
+    _check_format(data, header)
+    return header
+
+
 def read_image(data: bytes, config: NSMConfig | None = None) -> QuantizedNSM:
     """Parse and check a weight image; returns the identical parameters that were written.
 
@@ -221,36 +273,10 @@ def read_image(data: bytes, config: NSMConfig | None = None) -> QuantizedNSM:
         header = read_header(data)
     if config is None:
         config = _config_for(header)
-    declared = header.total_length
-    intact = (len(data) >= declared and image_crc(data[:declared - CRC_BYTES])
-              == bitstring.Bits(data[declared - CRC_BYTES:declared]).uintle)
-    if not intact:
-        # 1. Truncation: judged against the configuration where one is known, since a damaged
-        #    length field in the header must not pass for a short file.
-        needed = image_bytes(config) if config is not None else declared
-        if len(data) < needed:
-            raise ImageError("truncated", f"image truncated: {len(data)} bytes, expected "
-                                          f"{needed}")
-        if _magic_distance(header.magic) > _MAGIC_DAMAGE_BITS:
-            raise ImageError("magic", f"not a weight image: magic {header.magic!r}, expected "
-                                      f"{MAGIC!r}")
-        # 2. Damage anywhere, length fields of the header included.
-        if len(data) < declared:
-            raise ImageError("crc", f"image corrupted: its header declares {declared} bytes, "
-                                    f"the configuration {needed} (CRC-32 cannot match)")
-        stored = bitstring.Bits(data[declared - CRC_BYTES:declared]).uintle
-        computed = image_crc(data[:declared - CRC_BYTES])
-        raise ImageError("crc", f"image corrupted: CRC-32 is {computed:08x}, the image says "
-                                f"{stored:08x}")
-    # 3. An intact image: is it one this tool and this configuration can use?
-    if header.magic != MAGIC:
-        raise ImageError("magic", f"not a weight image: magic {header.magic!r}, expected "
-                                  f"{MAGIC!r}")
-    if header.version != FORMAT_VERSION:
-        raise ImageError("version", f"image format version {header.version}, this tool reads "
-                                    f"version {FORMAT_VERSION}")
-    if header.reserved != 0:
-        raise ImageError("magic", f"image header reserved byte is {header.reserved}, must be 0")
+    declared = _check_intact(data, header, image_bytes(config) if config is not None else None)
+    # An intact image: is it one this tool and this configuration can use?
+    if header.magic != MAGIC or header.version != FORMAT_VERSION or header.reserved != 0:
+        _check_format(data, header)
     if config is None:
         raise ImageError("config", f"image was made for configuration {header.identity:08x} "
                                    f"(layers {header.layer_sizes}), which is not a known "

@@ -74,6 +74,22 @@ def test_client_refuses_mismatched_image(device):
         device.load_image(image, progress=False)
 
 
+@pytest.mark.parametrize("damage, message", [
+    ("flip", "image corrupted: CRC-32 is "), ("truncate", "image truncated: "),
+    ("magic", "not a weight image: magic b'XXXX'")])
+def test_client_refuses_bad_image(device, damage, message):
+    image = bytearray(write_image(_params()))
+    if damage == "flip":
+        image[1000] ^= 0x01
+    elif damage == "truncate":
+        del image[-10:]
+    else:
+        image[:4] = b"XXXX"
+    with pytest.raises(ImageError, match=f"^refusing to load: {message}"):
+        device.load_image(bytes(image), progress=False)
+    assert device.status().last_error == Status.OK   # nothing was sent
+
+
 def test_forced_mismatch_refused_by_device(device):
     with pytest.raises(DeviceError, match="^IMAGE_DATA: IMAGE_CONFIG: device refused the image: "
                                           "it was made for another configuration$"):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from firmware.image import ImageError, read_header
+from firmware.image import ImageError, check_image
 from hw.protocol import (FRAME_CRC, MAX_PAYLOAD, SYNC_REQUEST, SYNC_RESPONSE, DeviceState,
                          Opcode, Status)
 
@@ -182,13 +182,13 @@ class Device:
             raise ProtocolError(f"READ_STATUS: {e}") from None
 
     def load_image(self, image: bytes, *, progress: bool = True, force: bool = False) -> None:
-        """Load a weight image; refuses one made for another configuration unless `force`
-        (then the device itself must refuse it, with a `DeviceError`)."""
+        """Load a weight image; refuses a damaged one, or one made for another configuration,
+        unless `force` (then the device itself must refuse it, with a `DeviceError`)."""
         image = bytes(image)
         if not force:
             device = self.identify()
             try:
-                header = read_header(image)
+                header = check_image(image)
             except ImageError as e:
                 raise ImageError(e.reason, f"refusing to load: {e}") from None
             if header.identity != device.identity:
