@@ -239,3 +239,11 @@ def test_read_header(digits_image):
     header = read_header(image)
     assert header.layer_sizes == digits_config().layer_sizes
     assert header.total_length == len(image)
+
+
+@pytest.mark.parametrize("name", ["odd-lanes-wide", "input-noise", "one-lane"])
+def test_agrees_with_independent_packer(name):
+    """Two implementations of one contract (sim/image_pack.py is the testbench's own)."""
+    image_pack = pytest.importorskip("sim.image_pack")
+    params = _params(CONFIGS[name])
+    assert write_image(params) == image_pack.pack_image(params)

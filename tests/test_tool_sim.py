@@ -1,0 +1,159 @@
+"""The host tool END TO END against the Verilator simulation of the accelerator.
+
+A digits-shaped image is loaded over the simulated UART and held-out inputs are classified; the
+results (class, scores, votes, in order, LFSR states carried from input to input) must equal the
+golden model's. Damaged and mismatched images are refused by the tool, and when forced through,
+by the device with the right status, after which the device still serves a good image.
+"""
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from firmware.image import ImageError, write_image
+from hw.protocol import Status
+from model.config import digits_config
+from model.params import QuantizedNSM
+from tools.client import Device, DeviceError
+
+SEED = 6006
+BAUD_DIVISOR = 8
+N_IMAGES = 6
+
+_missing = [m for m in ("hw.build", "model.golden", "sim.verilator")
+            if importlib.util.find_spec(m) is None]
+pytestmark = pytest.mark.skipif(bool(_missing), reason=f"needs {', '.join(_missing)} "
+                                                       f"(not written yet)")
+
+
+def _golden_one(params, x, states):
+    from model.golden import run
+
+    result = run(params, np.asarray(x)[None, :], states=states)
+    flat = lambda v: tuple(int(t) for t in np.asarray(v).reshape(-1))  # noqa: E731
+    return (flat(result.cls)[0], flat(result.scores), flat(result.votes)), result.final_states
+
+
+def _held_out_inputs(config, n):
+    """Held-out digits inputs when the data module exists, else seeded random ±1 inputs."""
+    if importlib.util.find_spec("model.data") is not None:
+        from tools.nsm import load_test_set
+
+        inputs, _ = load_test_set(config)
+        return inputs[:n]
+    rng = np.random.default_rng(SEED)
+    return rng.choice(np.array([-1, 1]), size=(n, config.n_inputs))
+
+
+@pytest.fixture(scope="module")
+def config():
+    return digits_config()
+
+
+@pytest.fixture(scope="module")
+def params(config):
+    return QuantizedNSM.random(config, np.random.default_rng(SEED))
+
+
+@pytest.fixture(scope="module")
+def device(config):
+    from tools.transport import SimTransport
+
+    dev = Device(SimTransport(config, BAUD_DIVISOR), timeout=20.0, infer_timeout=120.0)
+    yield dev
+    dev.close()
+
+
+def _classify_and_compare(device, params, inputs):
+    states = None
+    for i, x in enumerate(inputs):
+        got = device.infer(x)
+        want, states = _golden_one(params, x, states)
+        assert (got.cls, got.scores, got.votes) == want, f"input {i}, seed {SEED}"
+        assert sum(got.votes) == params.config.samples
+
+
+def test_identify(device, config):
+    ident = device.identify()
+    assert (ident.identity, ident.layer_sizes, ident.lanes, ident.samples) == \
+        (config.identity, config.layer_sizes, config.lanes, config.samples)
+
+
+def test_no_image_yet(device):
+    with pytest.raises(DeviceError, match="^START: NO_IMAGE: device has no valid image"):
+        device.infer(np.ones(device.identify().layer_sizes[0], np.int64))
+
+
+def test_load_and_classify_equals_golden(device, params, config):
+    device.load_image(write_image(params), progress=False)
+    assert device.status().image_valid
+    _classify_and_compare(device, params, _held_out_inputs(config, N_IMAGES))
+
+
+def test_mismatched_image_refused_by_tool_then_by_device(device, params, config):
+    other = digits_config(samples=config.samples + 1)
+    image = write_image(QuantizedNSM.random(other, np.random.default_rng(SEED + 1)))
+    with pytest.raises(ImageError, match=f"^refusing to load: image was made for configuration "
+                                         f"{other.identity:08x}, the device is "
+                                         f"{config.identity:08x}"):
+        device.load_image(image, progress=False)
+    with pytest.raises(DeviceError) as e:
+        device.load_image(image, progress=False, force=True)
+    assert e.value.status == Status.IMAGE_CONFIG
+    assert not device.status().image_valid
+
+
+@pytest.mark.parametrize("damage, status, message", [
+    ("flip", Status.IMAGE_CRC, "image corrupted: CRC-32 is "),
+    ("truncate", Status.IMAGE_LENGTH, "image truncated: "),
+    ("magic", Status.IMAGE_MAGIC, "not a weight image: magic b'XXXX'"),
+], ids=["flipped-bit", "truncated", "bad-magic"])
+def test_damaged_image_refused_by_tool_then_by_device(device, params, damage, status, message):
+    image = bytearray(write_image(params))
+    if damage == "flip":
+        image[len(image) // 2] ^= 0x20
+    elif damage == "truncate":
+        del image[-7:]
+    else:
+        image[:4] = b"XXXX"
+    with pytest.raises(ImageError, match=f"^refusing to load: {message}"):
+        device.load_image(bytes(image), progress=False)
+    with pytest.raises(DeviceError) as e:
+        device.load_image(bytes(image), progress=False, force=True)
+    assert e.value.status == status
+    assert not device.status().image_valid
+    with pytest.raises(DeviceError, match="^START: NO_IMAGE: "):
+        device.infer(np.ones(params.config.n_inputs, np.int64))
+
+
+def test_good_image_served_after_refusals(device, params, config):
+    """Loading resets the LFSRs to the image's seeds: the golden model starts afresh too."""
+    device.load_image(write_image(params), progress=False)
+    _classify_and_compare(device, params, _held_out_inputs(config, 3))
+
+
+def test_cli_load_and_run_one(tmp_path, params, capsys):
+    from tools.nsm import main
+
+    image_path = tmp_path / "digits.nsmi"
+    image_path.write_bytes(write_image(params))
+    bits = "".join("1" if v > 0 else "0" for v in _held_out_inputs(params.config, 1)[0])
+    assert main(["run-one", "--sim", "--image", str(image_path), "--bits", bits, "-q",
+                 "--baud-divisor", str(BAUD_DIVISOR)]) == 0
+    out = capsys.readouterr().out
+    (cls, scores, votes), _ = _golden_one(params, _held_out_inputs(params.config, 1)[0], None)
+    assert f"class {cls}," in out
+    assert "  scores " + " ".join(f"{s:>7d}" for s in scores) in out
+    assert "  votes  " + " ".join(f"{v:>7d}" for v in votes) in out
+
+
+def test_cli_refuses_corrupted_image(tmp_path, params, capsys):
+    from tools.nsm import main
+
+    image = bytearray(write_image(params))
+    image[100] ^= 1
+    bad = tmp_path / "bad.nsmi"
+    bad.write_bytes(bytes(image))
+    assert main(["load", str(bad), "--sim", "-q", "--baud-divisor", str(BAUD_DIVISOR)]) == 1
+    assert "nsm: error: refusing to load: image corrupted: CRC-32 is " in capsys.readouterr().err
