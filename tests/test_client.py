@@ -162,3 +162,58 @@ def test_infer_matches_golden_and_keeps_states():
         assert sum(got.votes) == CONFIG.samples
         assert got.cycles == CONFIG.samples * CONFIG.ideal_cycles_per_sample
     assert device.status().inferences == len(inputs)
+
+
+# -- SimTransport's process handling, with stand-in executables (no Verilator needed) ---------
+
+def _script(tmp_path, name, body):
+    import sys
+
+    path = tmp_path / name
+    path.write_text(f"#!{sys.executable}\n{body}")
+    path.chmod(0o755)
+    return path
+
+
+def test_sim_transport_pipes(tmp_path):
+    """A stand-in harness: the software model of the device behind stdin/stdout."""
+    from tools.transport import SimTransport
+
+    exe = _script(tmp_path, "model_harness", f"""
+import os, sys
+sys.path.insert(0, {str(__import__('pathlib').Path.cwd())!r})
+from model.config import NSMConfig
+from tools.transport import ModelTransport
+dev = ModelTransport(NSMConfig.from_json({CONFIG.to_json()!r}))
+while True:
+    data = os.read(0, 4096)
+    if not data:
+        break
+    dev.write(data)
+    out = dev.read(len(dev._out), 0)
+    os.write(1, out)
+""")
+    with Device(SimTransport(CONFIG, executable=exe), timeout=10) as dev:
+        assert dev.identify().identity == CONFIG.identity
+        dev.load_image(write_image(_params()), progress=False)
+        assert dev.status().image_valid
+
+
+def test_sim_transport_timeout(tmp_path):
+    from tools.transport import SimTransport
+
+    exe = _script(tmp_path, "silent_harness", "import sys\nsys.stdin.buffer.read()\n")
+    with Device(SimTransport(CONFIG, executable=exe), timeout=0.3) as dev:
+        with pytest.raises(DeviceTimeout, match=r"^simulation: timed out after 0.3 s waiting for "
+                                                r"the response to IDENTIFY \(0 of 1 bytes "
+                                                r"received\)$"):
+            dev.identify()
+
+
+def test_sim_transport_exit_reported(tmp_path):
+    from tools.transport import SimTransport
+
+    exe = _script(tmp_path, "dying_harness", "pass\n")
+    with Device(SimTransport(CONFIG, executable=exe), timeout=5) as dev:
+        with pytest.raises(OSError, match="dying_harness: the simulation"):
+            dev.identify()

@@ -116,8 +116,12 @@ class SimTransport(Transport):
         if self._proc.poll() is not None:
             raise OSError(f"{self.executable.name}: the simulation exited "
                           f"(code {self._proc.returncode})")
-        self._proc.stdin.write(bytes(data))
-        self._proc.stdin.flush()
+        try:
+            self._proc.stdin.write(bytes(data))
+            self._proc.stdin.flush()
+        except BrokenPipeError:
+            raise OSError(f"{self.executable.name}: the simulation exited while the host was "
+                          f"writing to it") from None
 
     def read(self, n: int, timeout: float, what: str = "bytes") -> bytes:
         deadline = time.monotonic() + timeout
@@ -142,7 +146,7 @@ class SimTransport(Transport):
             try:
                 self._proc.stdin.close()
                 self._proc.wait(timeout=5)
-            except (subprocess.TimeoutExpired, BrokenPipeError):
+            except (subprocess.TimeoutExpired, BrokenPipeError, OSError):
                 self._proc.kill()
                 self._proc.wait()
         self._selector.close()
