@@ -217,3 +217,69 @@ def test_sim_transport_exit_reported(tmp_path):
     with Device(SimTransport(CONFIG, executable=exe), timeout=5) as dev:
         with pytest.raises(OSError, match="dying_harness: the simulation"):
             dev.identify()
+
+
+# -- the nsm CLI on the software model of the device ---------------------------------------------
+
+@pytest.fixture
+def model_file(tmp_path):
+    path = tmp_path / "tiny.npz"
+    _params().save(path)
+    return path
+
+
+def test_cli_export_info_load(model_file, tmp_path, capsys):
+    from tools.nsm import main
+
+    image = tmp_path / "tiny.nsmi"
+    assert main(["export", str(model_file), "-o", str(image)]) == 0
+    assert image.read_bytes() == write_image(_params())
+    assert main(["info", str(image), "--model", str(model_file)]) == 0
+    out = capsys.readouterr().out
+    assert f"identity   {CONFIG.identity:08x}" in out and "check      OK" in out
+    assert main(["load", str(image), "--model-device", "--model", str(model_file), "-q"]) == 0
+    assert "image valid: True" in capsys.readouterr().out
+
+
+def test_cli_data_errors_exit_1(model_file, tmp_path, capsys):
+    from tools.nsm import main
+
+    image = bytearray(write_image(_params()))
+    image[40] ^= 8
+    bad = tmp_path / "bad.nsmi"
+    bad.write_bytes(bytes(image))
+    assert main(["info", str(bad), "--model", str(model_file)]) == 1
+    assert "nsm: error: image corrupted: CRC-32 is " in capsys.readouterr().err
+    assert main(["load", str(bad), "--model-device", "--model", str(model_file), "-q"]) == 1
+    assert "nsm: error: refusing to load: image corrupted: " in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "missing.npz")]) == 1
+    assert "no such quantized model file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["load", "x.nsmi"], "choose one device: --port PORT, --sim or --model-device"),
+    (["bench", "--model-device"], "--sim and --model-device start an empty device: give "
+                                  "--image to load first"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+], ids=["no-device", "sim-without-image", "unknown-command"])
+def test_cli_usage_errors_exit_2(argv, message, capsys):
+    from tools.nsm import main
+
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@needs_golden
+def test_cli_bench_and_run_one_on_model_device(model_file, tmp_path, capsys):
+    from tools.nsm import main
+
+    image = tmp_path / "tiny.nsmi"
+    image.write_bytes(write_image(_params()))
+    common = ["--model-device", "--image", str(image), "--model", str(model_file), "-q"]
+    assert main(["bench", "-n", "3"] + common) == 0
+    out = capsys.readouterr().out
+    assert f"{CONFIG.samples * CONFIG.ideal_cycles_per_sample} device cycles per inference" in out
+    assert main(["run-one", "--bits", "01" * 10] + common) == 0
+    assert "  votes  " in capsys.readouterr().out

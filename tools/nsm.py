@@ -32,7 +32,7 @@ from model.params import QuantizedNSM
 from .client import Device, DeviceError, ProtocolError
 from .transport import DeviceTimeout, ModelTransport, SerialTransport, SimTransport
 
-__all__ = ["main", "build_parser", "open_device", "load_test_set", "read_idx",
+__all__ = ["main", "build_parser", "open_device", "check_device_args", "load_test_set", "read_idx",
            "vote_entropy"]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -114,18 +114,22 @@ def vote_entropy(votes) -> float:
 
 # -- device -------------------------------------------------------------------------------------------
 
+def check_device_args(args) -> None:
+    """Usage errors of the device options, found before anything is opened or read."""
+    if sum([bool(args.port), args.sim, args.model_device]) != 1:
+        raise UsageError("choose one device: --port PORT, --sim or --model-device")
+    if not args.port and not getattr(args, "image", None):
+        raise UsageError("--sim and --model-device start an empty device: give --image to "
+                         "load first")
+
+
 def open_device(args) -> Device:
     """The device named by --port / --sim / --model-device."""
-    chosen = [bool(args.port), args.sim, args.model_device]
-    if sum(chosen) != 1:
-        raise UsageError("choose one device: --port PORT, --sim or --model-device")
+    check_device_args(args)
     if args.port:
         transport = SerialTransport(args.port, args.baud)
     else:
         config = _config_from_args(args)
-        if not getattr(args, "image", None):
-            raise UsageError("--sim and --model-device start an empty device: give --image to "
-                             "load first")
         if args.sim:
             print(f"building/starting the simulation of {config.describe()} ...",
                   file=sys.stderr)
@@ -340,6 +344,8 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if hasattr(args, "sim"):
+            check_device_args(args)
         return args.func(args)
     except UsageError as e:
         parser.error(str(e))      # exits with 2
