@@ -283,3 +283,20 @@ def test_cli_bench_and_run_one_on_model_device(model_file, tmp_path, capsys):
     assert f"{CONFIG.samples * CONFIG.ideal_cycles_per_sample} device cycles per inference" in out
     assert main(["run-one", "--bits", "01" * 10] + common) == 0
     assert "  votes  " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["plain", "gzipped"])
+def test_read_idx(tmp_path, gz):
+    import gzip
+
+    from tools.nsm import read_idx
+
+    pixels = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    raw = b"\0\0\x08\x03" + b"".join(n.to_bytes(4, "big") for n in pixels.shape) + \
+        pixels.tobytes()
+    path = tmp_path / "t10k-images-idx3-ubyte"
+    path.write_bytes(gzip.compress(raw) if gz else raw)
+    assert np.array_equal(read_idx(path), pixels)
+    path.write_bytes(raw[:-1])
+    with pytest.raises(ValueError, match="23 data bytes, the header says 24$"):
+        read_idx(path)

@@ -17,6 +17,7 @@ Exit codes: 0 ok, 1 device or data error, 2 usage error.
 from __future__ import annotations
 
 import argparse
+import gzip
 import math
 import sys
 import time
@@ -62,8 +63,11 @@ def _config_from_args(args) -> NSMConfig:
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """An IDX file (the MNIST format: magic 0x0000 0x08 ndim, big-endian u32 sizes, u8 data)."""
+    """An IDX file (the MNIST format: magic 0x0000 0x08 ndim, big-endian u32 sizes, u8 data),
+    gzipped or not."""
     raw = Path(path).read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
     if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] != 0x08:
         raise ValueError(f"{path}: not an unsigned-byte IDX file")
     ndim = raw[3]
