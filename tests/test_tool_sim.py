@@ -40,7 +40,7 @@ def _held_out_inputs(config, n):
     if importlib.util.find_spec("model.data") is not None:
         from tools.nsm import load_test_set
 
-        inputs, _ = load_test_set(config)
+        inputs, _ = load_test_set(config.n_inputs)
         return inputs[:n]
     rng = np.random.default_rng(SEED)
     return rng.choice(np.array([-1, 1]), size=(n, config.n_inputs))

@@ -89,8 +89,9 @@ def _idx_pair(data_dir: Path) -> tuple[Path, Path]:
     return test_images[0], test_labels[0]
 
 
-def load_test_set(config: NSMConfig, data_dir: Path | None = None):
-    """(inputs ±1 (N, N_0) int64, labels (N,)): the digits test split, or IDX files."""
+def load_test_set(n_inputs: int, data_dir: Path | None = None):
+    """(inputs ±1 (N, n_inputs) int64, labels (N,)): the digits test split, or IDX files,
+    thermometer-coded with n_inputs / features levels (`model.data.encode_thermometer`)."""
     from model import data as nsm_data
 
     if data_dir is None:
@@ -101,12 +102,12 @@ def load_test_set(config: NSMConfig, data_dir: Path | None = None):
         pixels = read_idx(image_path)
         x_test = pixels.reshape(len(pixels), -1).astype(np.float64) / 255.0
         y_test = read_idx(label_path).astype(np.int64)
-    levels = config.n_inputs // x_test.shape[1]
-    if levels * x_test.shape[1] != config.n_inputs:
+    levels = n_inputs // x_test.shape[1]
+    if levels < 1 or levels * x_test.shape[1] != n_inputs:
         raise ValueError(f"data has {x_test.shape[1]} features, the network takes "
-                         f"{config.n_inputs} inputs (not a whole number of thermometer levels)")
+                         f"{n_inputs} inputs (not a whole number of thermometer levels)")
     inputs = np.asarray(nsm_data.encode_thermometer(x_test, levels), dtype=np.int64)
-    return inputs.reshape(len(x_test), config.n_inputs), np.asarray(y_test, dtype=np.int64)
+    return inputs.reshape(len(x_test), n_inputs), np.asarray(y_test, dtype=np.int64)
 
 
 def vote_entropy(votes) -> float:
@@ -203,10 +204,7 @@ def cmd_infer(args) -> int:
     with open_device(args) as dev:
         _load_if_asked(dev, args)
         ident = dev.identify()
-        config = _config_from_args(args)
-        if config.identity != ident.identity:
-            config = None     # only the shape is needed below
-        inputs, labels = load_test_set(config or digits_config(), args.data_dir)
+        inputs, labels = load_test_set(ident.layer_sizes[0], args.data_dir)
         if args.limit:
             inputs, labels = inputs[:args.limit], labels[:args.limit]
         results = []
@@ -234,15 +232,14 @@ def cmd_infer(args) -> int:
 def cmd_run_one(args) -> int:
     with open_device(args) as dev:
         _load_if_asked(dev, args)
-        config = _config_from_args(args)
+        n_inputs = dev.identify().layer_sizes[0]
         if args.bits:
             bits = args.bits.strip()
-            if set(bits) - {"0", "1"} or len(bits) != config.n_inputs:
-                raise UsageError(f"--bits: needs {config.n_inputs} characters 0/1, got "
-                                 f"{len(bits)}")
+            if set(bits) - {"0", "1"} or len(bits) != n_inputs:
+                raise UsageError(f"--bits: needs {n_inputs} characters 0/1, got {len(bits)}")
             x, label = np.array([1 if b == "1" else -1 for b in bits]), None
         else:
-            inputs, labels = load_test_set(config, args.data_dir)
+            inputs, labels = load_test_set(n_inputs, args.data_dir)
             if not 0 <= args.index < len(inputs):
                 raise UsageError(f"--index: {args.index} is outside 0..{len(inputs) - 1}")
             x, label = inputs[args.index], labels[args.index]
