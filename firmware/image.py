@@ -142,7 +142,7 @@ def _weight_words(config: NSMConfig, layer: int, w: np.ndarray) -> np.ndarray:
     return grouped.reshape(config.groups(layer) * n_in, config.lanes)
 
 
-# -- writing -----------------------------------------------------------------------------------------
+# -- writing ---------------------------------------------------------------------------------------
 
 def _header_bytes(config: NSMConfig, body_length: int) -> bytes:
     header = bitstring.pack(HEADER_FORMAT, MAGIC, FORMAT_VERSION, len(config.layer_sizes), 0,
@@ -175,7 +175,7 @@ def write_image(params: QuantizedNSM) -> bytes:
     return image + bitstring.pack("uintle:32", image_crc(image)).bytes
 
 
-# -- reading -----------------------------------------------------------------------------------------
+# -- reading ---------------------------------------------------------------------------------------
 
 def read_header(data: bytes) -> ImageHeader:
     """The header of an image (not checked beyond its length)."""

@@ -117,7 +117,7 @@ def vote_entropy(votes) -> float:
     return float(-(p * np.log2(p)).sum())
 
 
-# -- device -------------------------------------------------------------------------------------------
+# -- device ----------------------------------------------------------------------------------------
 
 def check_device_args(args) -> None:
     """Usage errors of the device options, found before anything is opened or read."""
@@ -150,7 +150,7 @@ def _load_if_asked(dev: Device, args):
                        force=getattr(args, "force", False))
 
 
-# -- subcommands ----------------------------------------------------------------------------------
+# -- subcommands -----------------------------------------------------------------------------------
 
 def cmd_export(args) -> int:
     params = QuantizedNSM.load(args.model)
@@ -269,7 +269,7 @@ def cmd_bench(args) -> int:
     return EXIT_OK
 
 
-# -- parser -------------------------------------------------------------------------------------------
+# -- parser ----------------------------------------------------------------------------------------
 
 def _device_options(p: argparse.ArgumentParser):
     g = p.add_argument_group("device (choose one)")
