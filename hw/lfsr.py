@@ -1,0 +1,88 @@
+"""Blank-out noise generators: Fibonacci LFSRs turned into Bernoulli(p) bits, one per lane.
+
+Exactly the generators of docs/contract.md, "Noise generators": each generator takes
+`config.steps_per_cycle` LFSR steps per compute cycle (unrolled into one XOR network), its output
+bits are cut into `p_bits`-bit numbers (first bit least significant), and xi = (number < p_keep).
+"""
+
+from functools import reduce
+from operator import xor
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from model.config import NSMConfig
+
+from .interfaces import WriteSignature
+
+__all__ = ["LFSRBank", "lfsr_unrolled"]
+
+
+def lfsr_unrolled(state, taps, steps):
+    """`steps` LFSR steps on a list of state bits (index 0 = newest bit), as expressions.
+
+    Returns (new state bits, output bits in the order they are produced). Works on Amaranth
+    values and on Python ints alike, so a test can evaluate it without a simulator.
+    """
+    bits = list(state)
+    out = []
+    for _ in range(steps):
+        feedback = reduce(xor, [bits[t - 1] for t in taps])
+        bits = [feedback] + bits[:-1]
+        out.append(feedback)
+    return bits, out
+
+
+class LFSRBank(wiring.Component):
+    """All noise generators of a configuration, and the lanes' xi bits of this compute cycle.
+
+    `xi` is valid combinationally from the current state; `advance` moves to the next compute
+    cycle. Per-input noise: `save` snapshots the state (start of a layer), `restore` makes this
+    cycle start from the snapshot (start of every later group of the layer).
+    """
+
+    def __init__(self, config: NSMConfig):
+        self._config = config
+        super().__init__({
+            "seed_wr": In(WriteSignature(config.n_generators, config.lfsr_width)),
+            "advance": In(1),
+            "save": In(1),
+            "restore": In(1),
+            "xi": Out(config.lanes),
+        })
+
+    def elaborate(self, platform):
+        cfg = self._config
+        m = Module()
+        width = cfg.lfsr_width
+        states = [Signal(width, name=f"state{n}") for n in range(cfg.n_generators)]
+
+        # Per-input noise replays the layer's bits for every group: keep the layer-start state.
+        per_input = cfg.noise == "input"
+        snapshot = Signal(width) if per_input else None
+
+        numbers = []  # one p_bits-bit number per lane
+        for n, state in enumerate(states):
+            # The state this cycle starts from.
+            source = Mux(self.restore, snapshot, state) if per_input else state
+            next_bits, out = lfsr_unrolled([source[i] for i in range(width)], cfg.lfsr_taps,
+                                           cfg.steps_per_cycle)
+            # Seed writes win over stepping: loading an image restarts the stream.
+            with m.If(self.seed_wr.en & (self.seed_wr.addr == n)):
+                m.d.sync += state.eq(self.seed_wr.data)
+            with m.Elif(self.advance):
+                m.d.sync += state.eq(Cat(*next_bits))
+            chunks = [Cat(*out[i:i + cfg.p_bits]) for i in range(0, len(out), cfg.p_bits)]
+            numbers.extend(chunks)
+
+        if per_input:
+            with m.If(self.save):
+                m.d.sync += snapshot.eq(states[0])
+            # One xi per presynaptic input, shared by every lane.
+            numbers = numbers * cfg.lanes
+
+        # Bernoulli(p): keep the synapse when the number is below the threshold.
+        threshold = Const(cfg.p_keep, cfg.p_bits + 1)
+        m.d.comb += self.xi.eq(Cat(*[number < threshold for number in numbers[:cfg.lanes]]))
+        return m
