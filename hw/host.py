@@ -1,0 +1,421 @@
+"""The device side of the framed UART protocol (hw/protocol.py, docs/protocol.md).
+
+A request is received whole into a payload buffer and its CRC-8 checked before anything acts on
+it, so a damaged frame never touches the engine. Image bytes then go through the image loader,
+which checks the header against the constants of this configuration, assembles the words of each
+section and writes them through the engine's ports, and checks the image CRC-32; the image
+becomes valid only at IMAGE_END with every check passed. Any error answers with its status and
+returns to idle; a frame that stops half-way is dropped after a timeout (TIMEOUT).
+"""
+
+import struct
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from model.config import NSMConfig
+
+from .interfaces import EngineSignature, image_sections
+from .protocol import (FRAME_CRC, IMAGE_CRC, MAX_PAYLOAD, PROTOCOL_VERSION, SYNC_REQUEST,
+                       SYNC_RESPONSE, DeviceState, Opcode, Status, frame_timeout_cycles)
+
+__all__ = ["HostInterface", "IMAGE_MAGIC", "IMAGE_VERSION", "image_header",
+           "image_header_length", "image_body_length", "image_length", "identify_payload",
+           "result_payload_length"]
+
+IMAGE_MAGIC = b"NSMI"
+IMAGE_VERSION = 1
+
+
+def image_body_length(config: NSMConfig) -> int:
+    return sum(words * -(-bits // 8) for _, words, bits in image_sections(config))
+
+
+def image_header(config: NSMConfig) -> bytes:
+    """The header every image for this configuration has (docs/contract.md, "Weight image")."""
+    head = IMAGE_MAGIC + struct.pack("<HBBII", IMAGE_VERSION, len(config.layer_sizes), 0,
+                                     config.identity, image_body_length(config))
+    return head + b"".join(struct.pack("<H", n) for n in config.layer_sizes)
+
+
+def image_header_length(config: NSMConfig) -> int:
+    return len(image_header(config))
+
+
+def image_length(config: NSMConfig) -> int:
+    """Header, body and the CRC-32 trailer."""
+    return image_header_length(config) + image_body_length(config) + 4
+
+
+def identify_payload(config: NSMConfig) -> bytes:
+    """IDENTIFY: identity u32, protocol version u8, layer count u8, sizes u16, lanes u16, K u16."""
+    return (struct.pack("<IBB", config.identity, PROTOCOL_VERSION, len(config.layer_sizes))
+            + b"".join(struct.pack("<H", n) for n in config.layer_sizes)
+            + struct.pack("<HH", config.lanes, config.samples))
+
+
+def _score_bytes(config: NSMConfig) -> int:
+    return -(-config.score_bits // 8)
+
+
+def result_payload_length(config: NSMConfig) -> int:
+    """READ_RESULT: class u8, per class score (score bytes) and votes u16, cycles u32."""
+    return 1 + config.n_classes * (_score_bytes(config) + 2) + 4
+
+
+def _header_error(config: NSMConfig, position: int) -> Status:
+    """Which status a wrong byte at this header position reports."""
+    if position < 6:
+        return Status.IMAGE_MAGIC
+    if position == 7:
+        return Status.OK                  # reserved: not checked
+    if 12 <= position < 16:
+        return Status.IMAGE_LENGTH        # body length
+    return Status.IMAGE_CONFIG            # layer count, identity, layer sizes
+
+
+class HostInterface(wiring.Component):
+    """Bytes from the UART in, responses out; drives the engine (flipped `EngineSignature`)."""
+
+    def __init__(self, config: NSMConfig, baud_divisor: int):
+        self._config = config
+        self._timeout = frame_timeout_cycles(baud_divisor)
+        super().__init__({
+            "rx": In(stream.Signature(8)),
+            "tx": Out(stream.Signature(8)),
+            "engine": Out(EngineSignature(config).flip()),
+            "image_valid": Out(1),
+            "loading": Out(1),
+        })
+
+    def elaborate(self, platform):
+        cfg = self._config
+        m = Module()
+        engine = self.engine
+
+        # -- request parser state ------------------------------------------------------------
+        opcode = Signal(8)
+        length = Signal(16)
+        count = Signal(16)
+        m.submodules.payload = payload = Memory(shape=8, depth=MAX_PAYLOAD, init=[])
+        pay_write = payload.write_port()
+        pay_read = payload.read_port(domain="sync")
+        m.submodules.rx_crc = rx_crc = FRAME_CRC.create()
+        m.submodules.tx_crc = tx_crc = FRAME_CRC.create()
+        timeout = Signal(range(self._timeout + 1))
+
+        # -- device state --------------------------------------------------------------------
+        image_valid = Signal()
+        loading = Signal()
+        input_valid = Signal()
+        have_result = Signal()
+        inferences = Signal(32)
+        last_error = Signal(8)
+        m.d.comb += [self.image_valid.eq(image_valid), self.loading.eq(loading)]
+        with m.If(engine.done):
+            m.d.sync += have_result.eq(1)
+
+        # -- response to send ------------------------------------------------------------------
+        status = Signal(8)
+        resp_len = Signal(16)
+        resp_kind = Signal(2)     # which payload: 0 none, 1 IDENTIFY, 2 READ_RESULT, 3 STATUS
+        send_index = Signal(16)
+
+        ident_bytes = [Const(b, 8) for b in identify_payload(cfg)]
+        result_bytes = [engine.result.cls]
+        for c in range(cfg.n_classes):
+            score = Value.cast(engine.result.scores[c])
+            score = Cat(score, score[-1].replicate(_score_bytes(cfg) * 8 - len(score)))
+            result_bytes += [score[8 * i:8 * i + 8] for i in range(_score_bytes(cfg))]
+            votes = Cat(Value.cast(engine.result.votes[c]), Const(0, 16))[:16]
+            result_bytes += [votes[:8], votes[8:]]
+        result_bytes += [engine.result.cycles[8 * i:8 * i + 8] for i in range(4)]
+        device_state = Mux(engine.busy, DeviceState.RUNNING.value,
+                           Mux(loading, DeviceState.LOADING.value, DeviceState.IDLE.value))
+        status_bytes = [Const(0, 8) | device_state, Const(0, 8) | image_valid, last_error,
+                        *[inferences[8 * i:8 * i + 8] for i in range(4)]]
+        payload_byte = Signal(8)
+        with m.Switch(resp_kind):
+            with m.Case(1):
+                m.d.comb += payload_byte.eq(Array(ident_bytes)[send_index])
+            with m.Case(2):
+                m.d.comb += payload_byte.eq(Array(result_bytes)[send_index])
+            with m.Case(3):
+                m.d.comb += payload_byte.eq(Array(status_bytes)[send_index])
+
+        def respond(code: Status, kind=0, size=0):
+            """Answer with `code` and one of the payloads above, then hunt for the next frame."""
+            stmts = [status.eq(code.value), resp_kind.eq(kind), resp_len.eq(size),
+                     send_index.eq(0)]
+            if code != Status.OK:
+                stmts.append(last_error.eq(code.value))
+            return stmts
+
+        # -- image loader state ----------------------------------------------------------------
+        header = image_header(cfg)
+        n_header = len(header)
+        n_total = image_length(cfg)
+        n_crc_at = n_total - 4
+        sections = image_sections(cfg)
+        ports = [engine.weight_wr, engine.a_wr, engine.bias_wr, engine.seed_wr]
+        max_word_bytes = max(-(-bits // 8) for _, _, bits in sections)
+        position = Signal(range(n_total + 2))
+        section = Signal(range(len(sections) + 1))
+        word = Signal(range(max(words for _, words, _ in sections) + 1))
+        word_byte = Signal(range(max_word_bytes + 1))
+        word_buf = Signal(8 * max_word_bytes)
+        m.submodules.image_crc = image_crc = IMAGE_CRC.create()
+        expected_header = Array(Const(b, 8) for b in header)
+        header_error = Array(Const(_header_error(cfg, i).value, 8) for i in range(n_header))
+        section_last_byte = Array(Const(-(-bits // 8) - 1, 8) for _, _, bits in sections)
+        section_last_word = Array(Const(words - 1, 32) for _, words, _ in sections)
+
+        feed_byte = Signal(8)    # the image byte the loader takes this cycle
+        feed = Signal()
+        load_error = Signal(8)   # the loader's verdict on the byte it took last
+        m.d.comb += [image_crc.data.eq(feed_byte),
+                     image_crc.valid.eq(feed & (position < n_crc_at))]
+
+        # Word assembly: the byte lands at its little-endian place; the last one writes.
+        assembled = Signal.like(word_buf)
+        m.d.comb += assembled.eq(word_buf)
+        with m.Switch(word_byte):
+            for i in range(max_word_bytes):
+                with m.Case(i):
+                    m.d.comb += assembled.word_select(i, 8).eq(feed_byte)
+        for n, port in enumerate(ports):
+            m.d.comb += [port.addr.eq(word), port.data.eq(assembled)]
+        in_body = (position >= n_header) & (position < n_crc_at)
+        word_done = feed & in_body & (word_byte == section_last_byte[section])
+        with m.Switch(section):
+            for n, port in enumerate(ports):
+                with m.Case(n):
+                    m.d.comb += port.en.eq(word_done)
+
+        with m.If(feed):
+            m.d.sync += position.eq(position + 1)
+            with m.If(position < n_header):
+                with m.If((feed_byte != expected_header[position])
+                          & (header_error[position] != Status.OK.value)):
+                    m.d.sync += load_error.eq(header_error[position])
+            with m.Elif(in_body):
+                m.d.sync += word_buf.eq(assembled)
+                with m.If(word_done):
+                    m.d.sync += [word_byte.eq(0), word_buf.eq(0), word.eq(word + 1)]
+                    with m.If(word == section_last_word[section]):
+                        m.d.sync += [word.eq(0), section.eq(section + 1)]
+                with m.Else():
+                    m.d.sync += word_byte.eq(word_byte + 1)
+            with m.Elif(position < n_total):
+                # The trailer: the CRC-32 of everything before it, little-endian.
+                crc_byte = image_crc.crc.word_select((position - n_crc_at)[:2], 8)
+                with m.If(feed_byte != crc_byte):
+                    m.d.sync += load_error.eq(Status.IMAGE_CRC.value)
+            with m.Else():
+                m.d.sync += load_error.eq(Status.IMAGE_LENGTH.value)
+
+        def loader_reset():
+            return [position.eq(0), section.eq(0), word.eq(0), word_byte.eq(0), word_buf.eq(0),
+                    load_error.eq(Status.OK.value)]
+        m.d.comb += image_crc.start.eq(0)
+
+        # -- the engine's input port and start -------------------------------------------------
+        input_bytes = -(-cfg.n_inputs // 8)
+        m.d.comb += [engine.input_wr.addr.eq(count), engine.input_wr.data.eq(pay_read.data)]
+
+        # -- receive and execute ---------------------------------------------------------------
+        rx_byte = self.rx.payload
+        m.d.comb += [rx_crc.data.eq(rx_byte), pay_write.data.eq(rx_byte),
+                     pay_write.addr.eq(count), pay_read.addr.eq(count)]
+        # A frame that stops arriving is dropped; the timer runs between its bytes.
+        with m.If(self.rx.valid):
+            m.d.sync += timeout.eq(0)
+        with m.Elif(timeout != self._timeout):
+            m.d.sync += timeout.eq(timeout + 1)
+        timed_out = timeout == self._timeout
+
+        no_payload = (Opcode.IDENTIFY, Opcode.IMAGE_BEGIN, Opcode.IMAGE_END, Opcode.START,
+                      Opcode.READ_RESULT, Opcode.READ_STATUS)
+
+        with m.FSM():
+            with m.State("HUNT"):
+                m.d.comb += self.rx.ready.eq(1)
+                with m.If(self.rx.valid & (rx_byte == SYNC_REQUEST)):
+                    m.d.comb += rx_crc.start.eq(1)
+                    m.next = "OPCODE"
+
+            with m.State("OPCODE"):
+                m.d.comb += [self.rx.ready.eq(1), rx_crc.valid.eq(self.rx.valid)]
+                with m.If(self.rx.valid):
+                    m.d.sync += opcode.eq(rx_byte)
+                    m.next = "LEN0"
+                with m.Elif(timed_out):
+                    m.d.sync += respond(Status.TIMEOUT)
+                    m.next = "SEND_SYNC"
+
+            with m.State("LEN0"):
+                m.d.comb += [self.rx.ready.eq(1), rx_crc.valid.eq(self.rx.valid)]
+                with m.If(self.rx.valid):
+                    m.d.sync += length[:8].eq(rx_byte)
+                    m.next = "LEN1"
+                with m.Elif(timed_out):
+                    m.d.sync += respond(Status.TIMEOUT)
+                    m.next = "SEND_SYNC"
+
+            with m.State("LEN1"):
+                m.d.comb += [self.rx.ready.eq(1), rx_crc.valid.eq(self.rx.valid)]
+                with m.If(self.rx.valid):
+                    m.d.sync += [length[8:].eq(rx_byte), count.eq(0)]
+                    with m.If(Cat(length[:8], rx_byte) > MAX_PAYLOAD):
+                        m.d.sync += respond(Status.BAD_LENGTH)
+                        m.next = "SEND_SYNC"
+                    with m.Elif(Cat(length[:8], rx_byte) == 0):
+                        m.next = "CRC"
+                    with m.Else():
+                        m.next = "PAYLOAD"
+                with m.Elif(timed_out):
+                    m.d.sync += respond(Status.TIMEOUT)
+                    m.next = "SEND_SYNC"
+
+            with m.State("PAYLOAD"):
+                m.d.comb += [self.rx.ready.eq(1), rx_crc.valid.eq(self.rx.valid),
+                             pay_write.en.eq(self.rx.valid)]
+                with m.If(self.rx.valid):
+                    m.d.sync += count.eq(count + 1)
+                    with m.If(count == length - 1):
+                        m.next = "CRC"
+                with m.Elif(timed_out):
+                    m.d.sync += respond(Status.TIMEOUT)
+                    m.next = "SEND_SYNC"
+
+            with m.State("CRC"):
+                m.d.comb += self.rx.ready.eq(1)
+                with m.If(self.rx.valid):
+                    m.d.sync += count.eq(0)
+                    with m.If(rx_byte != rx_crc.crc):
+                        m.d.sync += respond(Status.BAD_CRC)
+                        m.next = "SEND_SYNC"
+                    with m.Else():
+                        m.next = "EXECUTE"
+                with m.Elif(timed_out):
+                    m.d.sync += respond(Status.TIMEOUT)
+                    m.next = "SEND_SYNC"
+
+            # The frame is intact: check its length for the opcode, then act.
+            with m.State("EXECUTE"):
+                m.next = "SEND_SYNC"
+                with m.Switch(opcode):
+                    with m.Case(*[op.value for op in no_payload]):
+                        with m.If(length != 0):
+                            m.d.sync += respond(Status.BAD_LENGTH)
+                        with m.Elif(opcode == Opcode.IDENTIFY.value):
+                            m.d.sync += respond(Status.OK, 1, len(ident_bytes))
+                        with m.Elif(opcode == Opcode.READ_STATUS.value):
+                            m.d.sync += respond(Status.OK, 3, len(status_bytes))
+                        with m.Elif(engine.busy):
+                            m.d.sync += respond(Status.BUSY)
+                        with m.Elif(opcode == Opcode.IMAGE_BEGIN.value):
+                            m.d.sync += [*respond(Status.OK), image_valid.eq(0), loading.eq(1),
+                                         *loader_reset()]
+                            m.d.comb += image_crc.start.eq(1)
+                        with m.Elif(opcode == Opcode.IMAGE_END.value):
+                            with m.If(~loading):
+                                m.d.sync += respond(Status.IMAGE_NOT_BEGUN)
+                            with m.Elif(position != n_total):
+                                m.d.sync += [*respond(Status.IMAGE_LENGTH), loading.eq(0)]
+                            with m.Else():
+                                m.d.sync += [*respond(Status.OK), loading.eq(0),
+                                             image_valid.eq(1)]
+                        with m.Elif(opcode == Opcode.START.value):
+                            with m.If(~image_valid):
+                                m.d.sync += respond(Status.NO_IMAGE)
+                            with m.Elif(~input_valid):
+                                m.d.sync += respond(Status.NO_INPUT)
+                            with m.Else():
+                                m.d.comb += engine.start.eq(1)
+                                m.d.sync += [*respond(Status.OK), have_result.eq(0),
+                                             inferences.eq(inferences + 1)]
+                        with m.Else():   # READ_RESULT
+                            with m.If(~have_result):
+                                m.d.sync += respond(Status.NO_INPUT)
+                            with m.Else():
+                                m.d.sync += respond(Status.OK, 2, len(result_bytes))
+                    with m.Case(Opcode.IMAGE_DATA.value):
+                        with m.If(length == 0):
+                            m.d.sync += respond(Status.BAD_LENGTH)
+                        with m.Elif(engine.busy):
+                            m.d.sync += respond(Status.BUSY)
+                        with m.Elif(~loading):
+                            m.d.sync += respond(Status.IMAGE_NOT_BEGUN)
+                        with m.Else():
+                            m.next = "IMAGE_FEED"
+                    with m.Case(Opcode.WRITE_INPUT.value):
+                        with m.If(length != input_bytes):
+                            m.d.sync += respond(Status.BAD_LENGTH)
+                        with m.Elif(engine.busy):
+                            m.d.sync += respond(Status.BUSY)
+                        with m.Else():
+                            m.d.sync += input_valid.eq(0)
+                            m.next = "INPUT_FEED"
+                    with m.Default():
+                        m.d.sync += respond(Status.UNKNOWN_OPCODE)
+
+            # Payload bytes to the loader, one per two cycles (the buffer reads synchronously).
+            with m.State("IMAGE_FEED"):
+                m.next = "IMAGE_TAKE"
+            with m.State("IMAGE_TAKE"):
+                m.d.comb += [feed.eq(1), feed_byte.eq(pay_read.data)]
+                m.d.sync += count.eq(count + 1)
+                m.next = "IMAGE_CHECK"
+            with m.State("IMAGE_CHECK"):
+                with m.If(load_error != Status.OK.value):
+                    # A failed check aborts the load: nothing of it can become valid.
+                    m.d.sync += [status.eq(load_error), resp_kind.eq(0), resp_len.eq(0),
+                                 send_index.eq(0), last_error.eq(load_error), loading.eq(0)]
+                    m.next = "SEND_SYNC"
+                with m.Elif(count == length):
+                    m.d.sync += respond(Status.OK)
+                    m.next = "SEND_SYNC"
+                with m.Else():
+                    m.next = "IMAGE_TAKE"
+
+            with m.State("INPUT_FEED"):
+                m.next = "INPUT_TAKE"
+            with m.State("INPUT_TAKE"):
+                m.d.comb += engine.input_wr.en.eq(1)
+                m.d.sync += count.eq(count + 1)
+                with m.If(count == length - 1):
+                    m.d.sync += [*respond(Status.OK), input_valid.eq(1)]
+                    m.next = "SEND_SYNC"
+                with m.Else():
+                    m.next = "INPUT_FEED"
+
+            # -- the response frame ------------------------------------------------------------
+            with m.State("SEND_SYNC"):
+                m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(SYNC_RESPONSE),
+                             tx_crc.start.eq(1)]
+                with m.If(self.tx.ready):
+                    m.next = "SEND_STATUS"
+            for state, byte, next_state in (("SEND_STATUS", status, "SEND_LEN0"),
+                                            ("SEND_LEN0", resp_len[:8], "SEND_LEN1"),
+                                            ("SEND_LEN1", resp_len[8:], "SEND_PAYLOAD")):
+                with m.State(state):
+                    m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(byte),
+                                 tx_crc.data.eq(byte), tx_crc.valid.eq(self.tx.ready)]
+                    with m.If(self.tx.ready):
+                        m.next = next_state
+            with m.State("SEND_PAYLOAD"):
+                with m.If(send_index == resp_len):
+                    m.next = "SEND_CRC"
+                with m.Else():
+                    m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(payload_byte),
+                                 tx_crc.data.eq(payload_byte), tx_crc.valid.eq(self.tx.ready)]
+                    with m.If(self.tx.ready):
+                        m.d.sync += send_index.eq(send_index + 1)
+            with m.State("SEND_CRC"):
+                m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(tx_crc.crc)]
+                with m.If(self.tx.ready):
+                    m.next = "HUNT"
+        return m

@@ -1,0 +1,83 @@
+"""Top levels: the bare accelerator core for simulation, and a board top for FPGAs.
+
+`NSMAccelerator` is what the testbenches and the simulator harness drive: the compute engine
+and the host interface behind one UART, with the engine's trace port brought out for monitors.
+`NSMBoardTop` puts it on a board: the board's clock and reset, its UART pins, and LEDs for busy
+and image-valid.
+"""
+
+from amaranth.hdl import Elaboratable, Module
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from model.config import NSMConfig
+
+from .engine import NSMEngine
+from .host import HostInterface
+from .interfaces import TraceLayout
+from .uart import UARTReceiver, UARTTransmitter
+
+__all__ = ["NSMAccelerator", "NSMBoardTop"]
+
+
+class NSMAccelerator(wiring.Component):
+    def __init__(self, config: NSMConfig, baud_divisor: int):
+        self._config = config
+        self._divisor = baud_divisor
+        super().__init__({
+            "uart_rx": In(1, init=1),
+            "uart_tx": Out(1, init=1),
+            "trace_valid": Out(1),
+            "trace": Out(TraceLayout(config)),
+            "busy": Out(1),
+            "image_valid": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        # The serial line, as byte streams.
+        m.submodules.uart_rx = rx = UARTReceiver(self._divisor)
+        m.submodules.uart_tx = tx = UARTTransmitter(self._divisor)
+        m.d.comb += [rx.rx.eq(self.uart_rx), self.uart_tx.eq(tx.tx)]
+
+        # The protocol, driving the engine.
+        m.submodules.host = host = HostInterface(self._config, self._divisor)
+        m.submodules.engine = engine = NSMEngine(self._config)
+        wiring.connect(m, rx.data, host.rx)
+        wiring.connect(m, host.tx, tx.data)
+        wiring.connect(m, host.engine, engine)
+
+        # What monitors and LEDs see.
+        m.d.comb += [
+            self.trace_valid.eq(engine.trace_valid),
+            self.trace.eq(engine.trace),
+            self.busy.eq(engine.busy),
+            self.image_valid.eq(host.image_valid),
+        ]
+        return m
+
+
+class NSMBoardTop(Elaboratable):
+    """The accelerator on a board with a UART resource; `baud` sets the divisor from the
+    platform's default clock."""
+
+    def __init__(self, config: NSMConfig, baud: int = 115200):
+        self.config = config
+        self.baud = baud
+
+    def baud_divisor(self, platform) -> int:
+        return round(platform.default_clk_frequency / self.baud)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.core = core = NSMAccelerator(self.config, self.baud_divisor(platform))
+        uart = platform.request("uart", 0)
+        m.d.comb += [core.uart_rx.eq(uart.rx.i), uart.tx.o.eq(core.uart_tx)]
+        # LEDs: busy and image valid, where the board has them.
+        for n, signal in enumerate((core.busy, core.image_valid)):
+            try:
+                led = platform.request("led", n)
+            except Exception:   # a board with fewer LEDs: nothing to show
+                break
+            m.d.comb += led.o.eq(signal)
+        return m
