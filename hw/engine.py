@@ -178,13 +178,13 @@ class NSMEngine(wiring.Component):
             ]
         m.d.comb += [
             self.trace_valid.eq(e3_valid),
-            self.trace.sample.eq(e_sample[2]),
-            self.trace.layer.eq(e3_layer),
-            self.trace.group.eq(e3_group),
-            self.trace.z.eq(lane_z),
+            self.trace_data.sample.eq(e_sample[2]),
+            self.trace_data.layer.eq(e3_layer),
+            self.trace_data.group.eq(e3_group),
+            self.trace_data.z.eq(lane_z),
         ]
         for k, lane in enumerate(lanes):
-            m.d.comb += self.trace.u[k].eq(lane.u)
+            m.d.comb += self.trace_data.u[k].eq(lane.u)
 
         # -- E3: Monte-Carlo scores and votes of the output layer ------------------------------
         n_cls = cfg.n_classes

@@ -71,7 +71,8 @@ class EngineSignature(wiring.Signature):
 
     Writes are accepted only while not busy. `start` is a one-cycle pulse; the engine raises
     `busy` on the next cycle and pulses `done` when `result` is valid. `trace` emits one
-    payload per finished lane group; it has no back-pressure (a monitor must keep up).
+    payload per finished lane group; it has no back-pressure (a monitor must keep up). It is
+    named `trace_data`, not `trace`: Verilator's model class already has a `trace()` method.
     """
 
     def __init__(self, config: NSMConfig):
@@ -87,7 +88,7 @@ class EngineSignature(wiring.Signature):
             "done": Out(1),
             "result": Out(ResultLayout(config)),
             "trace_valid": Out(1),
-            "trace": Out(TraceLayout(config)),
+            "trace_data": Out(TraceLayout(config)),
         })
 
     @staticmethod

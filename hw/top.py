@@ -28,7 +28,7 @@ class NSMAccelerator(wiring.Component):
             "uart_rx": In(1, init=1),
             "uart_tx": Out(1, init=1),
             "trace_valid": Out(1),
-            "trace": Out(TraceLayout(config)),
+            "trace_data": Out(TraceLayout(config)),
             "busy": Out(1),
             "image_valid": Out(1),
         })
@@ -50,7 +50,7 @@ class NSMAccelerator(wiring.Component):
         # What monitors and LEDs see.
         m.d.comb += [
             self.trace_valid.eq(engine.trace_valid),
-            self.trace.eq(engine.trace),
+            self.trace_data.eq(engine.trace_data),
             self.busy.eq(engine.busy),
             self.image_valid.eq(host.image_valid),
         ]

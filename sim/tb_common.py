@@ -91,7 +91,7 @@ class TraceMonitor:
                 await RisingEdge(dut.trace_valid)
                 await FallingEdge(dut.clk)
                 while int(dut.trace_valid.value):
-                    payload = decode_trace(self.config, int(dut.trace.value))
+                    payload = decode_trace(self.config, int(dut.trace_data.value))
                     self.scoreboard.trace(self.image, payload)
                     self.payloads += 1
                     await FallingEdge(dut.clk)
