@@ -1,0 +1,112 @@
+"""A deliberately naive implementation of docs/contract.md: plain Python loops and ints.
+
+It walks the hardware schedule literally (images -> samples -> layers -> groups -> inputs, one
+compute cycle at a time, one scalar `lfsr_step` per LFSR step) so that it shares no vectorized
+code with `model/golden.py`. Only for small configurations.
+"""
+
+from __future__ import annotations
+
+from model.config import LFSR_TAPS
+
+
+def _step(state: int, width: int) -> tuple[int, int]:
+    """The contract's LFSR step, written out again (not imported from model.lfsr)."""
+    f = 0
+    for t in LFSR_TAPS[width]:
+        f ^= (state >> (t - 1)) & 1
+    return ((state << 1) | f) & ((1 << width) - 1), f
+
+
+def _number(states: list, gen: int, width: int, p_bits: int) -> int:
+    """p_bits steps of generator `gen`, first bit least significant."""
+    r = 0
+    for b in range(p_bits):
+        states[gen], bit = _step(states[gen], width)
+        r |= bit << b
+    return r
+
+
+def naive_run(params, inputs, states=None):
+    """Returns dict(u, z, logits, scores, votes, cls, final_states) as nested Python lists."""
+    cfg = params.config
+    W = [[[int(v) for v in row] for row in w] for w in params.weights]
+    A = [[int(v) for v in a] for a in params.a]
+    B = [[int(v) for v in b] for b in params.bias]
+    states = list(params.seeds if states is None else states)
+    K, lanes, width = cfg.samples, cfg.lanes, cfg.lfsr_width
+    out = dict(u=[], z=[], logits=[], scores=[], votes=[], cls=[])
+    for x in inputs:
+        u_img, z_img, logit_img = [], [], []
+        for k in range(K):
+            z = [int(v) for v in x]
+            u_smp, z_smp = [], []
+            for l in range(cfg.n_layers):
+                n_in, n_out = cfg.fan_in(l), cfg.fan_out(l)
+                hidden = l < cfg.n_layers - 1
+                u_layer = [0] * n_out
+                saved = list(states)
+                for g in range(cfg.groups(l)):
+                    if hidden and cfg.noise == "input":
+                        states = list(saved)        # each group restarts from the saved state
+                    S = [0] * lanes
+                    D = [0] * lanes
+                    for j in range(n_in):
+                        # noise bits of this compute cycle, one number per lane
+                        xi = [0] * lanes
+                        if hidden:
+                            for lane in range(lanes):
+                                if cfg.noise == "synapse" and cfg.lfsr_layout == "per_lane":
+                                    r = _number(states, lane, width, cfg.p_bits)
+                                elif cfg.noise == "synapse":
+                                    r = _number(states, 0, width, cfg.p_bits)
+                                elif lane == 0:
+                                    r = _number(states, 0, width, cfg.p_bits)
+                                    r_shared = r
+                                else:
+                                    r = r_shared
+                                xi[lane] = 1 if r < cfg.p_keep else 0
+                        for lane in range(lanes):
+                            i = g * lanes + lane
+                            if i >= n_out:
+                                continue
+                            w = W[l][i][j]
+                            D[lane] += w * z[j]
+                            S[lane] += xi[lane] * w * z[j]
+                    for lane in range(lanes):
+                        i = g * lanes + lane
+                        if i >= n_out:
+                            continue
+                        if hidden:
+                            u_layer[i] = S[lane] + ((A[l][i] * D[lane]) >> cfg.a_frac) + B[l][i]
+                        else:
+                            u_layer[i] = D[lane] + B[l][i]
+                u_smp.append(u_layer)
+                if hidden:
+                    z = [1 if v >= 0 else -1 for v in u_layer]
+                    z_smp.append(z)
+                else:
+                    logit_img.append(u_layer)
+            u_img.append(u_smp)
+            z_img.append(z_smp)
+        C = cfg.n_classes
+        scores = [sum(logit_img[k][c] for k in range(K)) for c in range(C)]
+        votes = [0] * C
+        for k in range(K):
+            best = 0
+            for c in range(1, C):
+                if logit_img[k][c] > logit_img[k][best]:
+                    best = c
+            votes[best] += 1
+        cls = 0
+        for c in range(1, C):
+            if scores[c] > scores[cls]:
+                cls = c
+        out["u"].append(u_img)
+        out["z"].append(z_img)
+        out["logits"].append(logit_img)
+        out["scores"].append(scores)
+        out["votes"].append(votes)
+        out["cls"].append(cls)
+    out["final_states"] = tuple(states)
+    return out
