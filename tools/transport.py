@@ -315,7 +315,7 @@ class ModelTransport(Transport):
         from model.golden import run
 
         cfg = self.config
-        result = run(self._params, self._input[None, :], states=self._states)
+        result = run(self._params, self._input[None, :], states=self._states, trace=False)
         self._states = np.asarray(result.final_states, dtype=np.int64)
         score_bytes = -(-cfg.score_bits // 8)
         scores = np.asarray(result.scores).reshape(-1)
