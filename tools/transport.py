@@ -164,7 +164,11 @@ class ModelTransport(Transport):
     with `firmware.image.read_image` at IMAGE_END (header fields as soon as they have arrived)
     and classifies with the golden model `model.golden.run`, keeping the LFSR states from one
     inference to the next. `cycles` in its results is the ideal count
-    `K * ideal_cycles_per_sample`, not a measurement.
+    `K * ideal_cycles_per_sample`, not a measurement. Differences from the gateware
+    (`hw/host.py`), none of which the client depends on: a damaged CRC is reported at IMAGE_END
+    rather than at the IMAGE_DATA frame carrying the trailer, and parameters that the golden
+    model cannot hold (set padding bits, out-of-range weights under a valid CRC) are refused
+    with IMAGE_CRC, where the device would load them.
     """
 
     def __init__(self, config: NSMConfig):
