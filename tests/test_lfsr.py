@@ -84,7 +84,8 @@ def test_state_helpers_and_refusals():
     assert bits_to_state(np.array([1, 0, 0], np.uint8), 3) == 0b100
     with pytest.raises(ValueError, match=r"^seed: 0 is not a non-zero 5-bit value$"):
         lfsr_bits(0, 5, 10)
-    with pytest.raises(ValueError, match=r"^lfsr_width: no taps for width 2, must be one of 3..32$"):
+    with pytest.raises(ValueError,
+                       match=r"^lfsr_width: no taps for width 2, must be one of 3\.\.32$"):
         lfsr_bits(1, 2, 10)
     with pytest.raises(ValueError, match=r"^n: must be >= 0, got -1$"):
         lfsr_bits(1, 5, -1)
