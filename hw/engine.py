@@ -29,6 +29,36 @@ class NSMEngine(wiring.Component):
     def __init__(self, config: NSMConfig):
         self._config = config
         super().__init__(EngineSignature(config))
+        # Made here rather than in elaborate() so that a testbench can observe its states.
+        self.noise = LFSRBank(config)
+
+    # Cycles the sequencer spends between a layer's last issue and the next layer's first.
+    DRAIN_CYCLES = 4
+
+    @staticmethod
+    def layer_issue_cycles(config: NSMConfig, layer: int) -> int:
+        """Issue cycles of one layer: one per (group, input), plus a bubble between the groups
+        of a layer of fan-in 1 (so that trace pulses never touch)."""
+        groups, n_in = config.groups(layer), config.fan_in(layer)
+        return groups * n_in + (groups - 1 if n_in == 1 else 0)
+
+    @classmethod
+    def cycles_per_sample(cls, config: NSMConfig) -> int:
+        """Clock cycles of one Monte-Carlo sample: issue cycles plus a drain per layer."""
+        return sum(cls.layer_issue_cycles(config, l) + cls.DRAIN_CYCLES
+                   for l in range(config.n_layers))
+
+    @classmethod
+    def cycles_per_inference(cls, config: NSMConfig) -> int:
+        """`result.cycles` of one inference (done cycle - start cycle), see docs/engine.md:
+        K samples, one more drain cycle for the last logits, the final argmax (one cycle per
+        class) and the start and done cycles."""
+        return config.samples * cls.cycles_per_sample(config) + 1 + config.n_classes + 1
+
+    @classmethod
+    def lane_utilization(cls, config: NSMConfig) -> float:
+        """ideal_cycles_per_sample / measured cycles per sample (the contract asks >= 0.95)."""
+        return config.ideal_cycles_per_sample / cls.cycles_per_sample(config)
 
     def elaborate(self, platform):
         cfg = self._config
@@ -78,7 +108,7 @@ class NSMEngine(wiring.Component):
         ]
 
         # -- noise ---------------------------------------------------------------------------
-        m.submodules.noise = noise = LFSRBank(cfg)
+        m.submodules.noise = noise = self.noise
         m.d.comb += [
             noise.seed_wr.en.eq(self.seed_wr.en & ~busy),
             noise.seed_wr.addr.eq(self.seed_wr.addr),
@@ -136,7 +166,9 @@ class NSMEngine(wiring.Component):
         for n in (1, 2):
             m.d.sync += [e_valid[n].eq(e_valid[n - 1]), e_layer[n].eq(e_layer[n - 1]),
                          e_group[n].eq(e_group[n - 1]), e_sample[n].eq(e_sample[n - 1])]
-        pipeline_empty = ~(s1_valid | e_valid[0] | e_valid[1] | e_valid[2])
+        # E3 writes its states at the end of its cycle: the next layer may start reading then
+        # (the final argmax waits one cycle more, for the last logits to reach the scores).
+        pipeline_empty = ~(s1_valid | e_valid[0] | e_valid[1])
 
         # -- accumulate stage: the input state, the noise, the lanes ---------------------------
         hidden_state = Mux(s1_layer[0], act_reads[0].data, act_reads[1].data) \
@@ -248,7 +280,8 @@ class NSMEngine(wiring.Component):
 
         # -- the sequencer's states ----------------------------------------------------------
         def restart_layer(next_layer):
-            return [layer.eq(next_layer), group.eq(0), j.eq(0), j_word.eq(0), j_bit.eq(0)]
+            return [layer.eq(next_layer), group.eq(0), j.eq(0), j_word.eq(0), j_bit.eq(0),
+                    bubble.eq(0)]
 
         with m.FSM():
             with m.State("IDLE"):
@@ -288,14 +321,15 @@ class NSMEngine(wiring.Component):
                         m.d.sync += [sample.eq(sample + 1), w_addr.eq(0), p_addr.eq(0),
                                      *restart_layer(0)]
                         m.next = "RUN"
-                    with m.Else():
+                    with m.Elif(~e_valid[2]):  # the last logits are in the scores
                         m.d.sync += [cls_index.eq(1), best_score.eq(scores[0]),
                                      result_cls.eq(0)]
                         m.next = "ARGMAX"
 
             with m.State("ARGMAX"):
                 with m.If(cls_index == n_cls):
-                    m.d.sync += [busy.eq(0), done.eq(1), result_cycles.eq(cycles)]
+                    # done rises next cycle: count it, so cycles = done cycle - start cycle.
+                    m.d.sync += [busy.eq(0), done.eq(1), result_cycles.eq(cycles + 1)]
                     m.next = "IDLE"
                 with m.Else():
                     with m.If(score_at > best_score):

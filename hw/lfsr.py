@@ -9,7 +9,8 @@ from functools import reduce
 from operator import xor
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
-from amaranth.lib import wiring
+from amaranth.hdl import unsigned
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from model.config import NSMConfig
@@ -50,6 +51,8 @@ class LFSRBank(wiring.Component):
             "save": In(1),
             "restore": In(1),
             "xi": Out(config.lanes),
+            # The generators' current states, for observation (tests, debug).
+            "state": Out(data.ArrayLayout(unsigned(config.lfsr_width), config.n_generators)),
         })
 
     def elaborate(self, platform):
@@ -57,6 +60,7 @@ class LFSRBank(wiring.Component):
         m = Module()
         width = cfg.lfsr_width
         states = [Signal(width, name=f"state{n}") for n in range(cfg.n_generators)]
+        m.d.comb += [self.state[n].eq(s) for n, s in enumerate(states)]
 
         # Per-input noise replays the layer's bits for every group: keep the layer-start state.
         per_input = cfg.noise == "input"
