@@ -1,0 +1,459 @@
+"""The host interface (hw/host.py) in the Amaranth simulator, against a fake engine.
+
+`FakeEngine` below is a behavioural stand-in for `hw.engine.NSMEngine` that lives only in this
+test: it takes the input bytes, runs for a fixed number of cycles and returns a result computed
+from the first input byte, so that every opcode's response can be predicted exactly. The image
+loader's writes are recorded from the engine ports and compared, word for word, with the
+sections packed in this test from the parameters (docs/contract.md, "Weight image").
+"""
+
+import struct
+
+import numpy as np
+import pytest
+from amaranth.hdl import Module, Signal
+from amaranth.lib import wiring
+from amaranth.sim import Simulator
+
+from firmware.image import write_image
+from hw.host import HostInterface, identify_payload, image_length
+from hw.interfaces import EngineSignature, image_sections
+from hw.protocol import (FRAME_CRC, MAX_PAYLOAD, PROTOCOL_VERSION, SYNC_REQUEST, SYNC_RESPONSE,
+                         DeviceState, Opcode, Status, frame_timeout_cycles)
+from model.config import NSMConfig
+from model.params import QuantizedNSM
+
+SEED = 20261122
+BAUD_DIVISOR = 4
+RUN_CYCLES = 60
+# Small and odd on purpose: words of 15, 21 and 27 bits, groups that do not fill the lanes.
+CONFIG = NSMConfig(layer_sizes=(10, 5, 3), lanes=3, weight_bits=5, a_bits=7, a_frac=3,
+                   bias_bits=9, lfsr_width=7, samples=4, name="host-test")
+INPUT_BYTES = -(-CONFIG.n_inputs // 8)
+SCORE_BYTES = -(-CONFIG.score_bits // 8)
+
+
+class FakeEngine(wiring.Component):
+    """Busy for RUN_CYCLES after `start`; result from input byte 0 (see `expected_result`)."""
+
+    def __init__(self, config):
+        self._config = config
+        super().__init__(EngineSignature(config))
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._config
+        first_input = Signal(8)
+        countdown = Signal(range(RUN_CYCLES + 1))
+        runs = Signal(16)
+        with m.If(self.input_wr.en & (self.input_wr.addr == 0)):
+            m.d.sync += first_input.eq(self.input_wr.data)
+        m.d.comb += self.busy.eq(countdown != 0)
+        m.d.sync += self.done.eq(0)
+        with m.If(self.start):
+            m.d.sync += [countdown.eq(RUN_CYCLES), runs.eq(runs + 1)]
+        with m.Elif(countdown == 1):
+            m.d.sync += [
+                countdown.eq(0), self.done.eq(1),
+                self.result.cls.eq(first_input % cfg.n_classes),
+                self.result.cycles.eq(0xC0DE0000 | runs),
+            ]
+            for c in range(cfg.n_classes):
+                m.d.sync += [self.result.scores[c].eq(first_input * (c + 1) - 300),
+                             self.result.votes[c].eq((first_input + c) % (cfg.samples + 1))]
+        with m.Elif(countdown != 0):
+            m.d.sync += countdown.eq(countdown - 1)
+        return m
+
+
+def expected_result(first_input: int, runs: int) -> bytes:
+    out = bytes([first_input % CONFIG.n_classes])
+    for c in range(CONFIG.n_classes):
+        out += (first_input * (c + 1) - 300).to_bytes(SCORE_BYTES, "little", signed=True)
+        out += struct.pack("<H", (first_input + c) % (CONFIG.samples + 1))
+    return out + struct.pack("<I", 0xC0DE0000 | runs)
+
+
+def request(opcode, payload=b"") -> bytes:
+    body = bytes([opcode.value if isinstance(opcode, Opcode) else opcode])
+    body += struct.pack("<H", len(payload)) + bytes(payload)
+    return bytes([SYNC_REQUEST]) + body + bytes([FRAME_CRC.compute(body)])
+
+
+class Bench:
+    """Drives the host's byte streams cycle by cycle and records what it does to the engine."""
+
+    def __init__(self, ctx, host, engine):
+        self.ctx, self.host, self.engine = ctx, host, engine
+        self.ports = {"weights": host.engine.weight_wr, "a": host.engine.a_wr,
+                      "bias": host.engine.bias_wr, "seeds": host.engine.seed_wr,
+                      "input": host.engine.input_wr}
+        self.writes = {name: [] for name in self.ports}
+        self.writes_while_busy = 0
+        self.tx_bytes = bytearray()
+        self.cycles = 0
+        watched = [host.rx.ready, host.tx.valid, host.tx.payload, engine.busy]
+        for port in self.ports.values():
+            watched += [port.en, port.addr, port.data]
+        self.watched = watched
+        ctx.set(host.tx.ready, 1)
+
+    async def step(self):
+        _, _, rx_ready, tx_valid, tx_byte, busy, *ports = await self.ctx.tick().sample(
+            *self.watched)
+        self.cycles += 1
+        for n, name in enumerate(self.ports):
+            en, addr, data = ports[3 * n:3 * n + 3]
+            if en:
+                self.writes[name].append((addr, data))
+                self.writes_while_busy += bool(busy)
+        if tx_valid:
+            self.tx_bytes.append(tx_byte)
+        return rx_ready
+
+    async def send(self, data: bytes, gap: int = 0):
+        for byte in data:
+            self.ctx.set(self.host.rx.valid, 1)
+            self.ctx.set(self.host.rx.payload, byte)
+            while not await self.step():
+                pass
+            self.ctx.set(self.host.rx.valid, 0)
+            for _ in range(gap):
+                await self.step()
+
+    async def response(self, limit=20000):
+        """The next response frame, parsed and checked: (status, payload)."""
+        for _ in range(limit):
+            frame = self._frame()
+            if frame is not None:
+                return frame
+            await self.step()
+        raise AssertionError(f"no response within {limit} cycles; got {bytes(self.tx_bytes)}")
+
+    def _frame(self):
+        buf = self.tx_bytes
+        if len(buf) < 5:
+            return None
+        assert buf[0] == SYNC_RESPONSE, f"response starts with {buf[0]:#04x}"
+        length = buf[2] | buf[3] << 8
+        if len(buf) < 5 + length:
+            return None
+        body, crc = bytes(buf[1:4 + length]), buf[4 + length]
+        assert crc == FRAME_CRC.compute(body), "response CRC"
+        del buf[:5 + length]
+        return Status(body[0]), body[3:]
+
+    async def command(self, opcode, payload=b""):
+        await self.send(request(opcode, payload))
+        return await self.response()
+
+    async def idle(self, cycles):
+        for _ in range(cycles):
+            await self.step()
+
+    async def load_image(self, image: bytes, chunk=7):
+        assert await self.command(Opcode.IMAGE_BEGIN) == (Status.OK, b"")
+        for i in range(0, len(image), chunk):
+            status, _ = await self.command(Opcode.IMAGE_DATA, image[i:i + chunk])
+            if status != Status.OK:
+                return status
+        status, _ = await self.command(Opcode.IMAGE_END)
+        return status
+
+
+def run(scenario):
+    """Run `scenario(bench)` on a fresh host + fake engine; returns the bench afterwards."""
+    m = Module()
+    m.submodules.host = host = HostInterface(CONFIG, BAUD_DIVISOR)
+    m.submodules.engine = engine = FakeEngine(CONFIG)
+    wiring.connect(m, host.engine, engine)
+    result = {}
+
+    async def testbench(ctx):
+        bench = Bench(ctx, host, engine)
+        result["bench"] = bench
+        await scenario(bench)
+        assert bench.tx_bytes == bytearray(), f"unexpected bytes {bytes(bench.tx_bytes)}"
+
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    sim.add_testbench(testbench)
+    sim.run()
+    return result["bench"]
+
+
+def random_params(seed=SEED):
+    return QuantizedNSM.random(CONFIG, np.random.default_rng(seed))
+
+
+def packed_sections(params: QuantizedNSM) -> dict:
+    """The words of each image section, packed here from the contract (not from the image)."""
+    cfg = params.config
+    words = {}
+    for name, bits in (("weights", cfg.weight_bits), ("a", cfg.a_bits),
+                       ("bias", cfg.bias_bits)):
+        out = []
+        for l in range(cfg.n_layers):
+            n_out = cfg.fan_out(l)
+            for g in range(cfg.groups(l)):
+                rows = range(g * cfg.lanes, min((g + 1) * cfg.lanes, n_out))
+                columns = range(cfg.fan_in(l)) if name == "weights" else [None]
+                for j in columns:
+                    word = 0
+                    for k, i in enumerate(rows):
+                        value = {"weights": lambda: params.weights[l][i, j],
+                                 "a": lambda: params.a[l][i],
+                                 "bias": lambda: params.bias[l][i]}[name]()
+                        word |= (int(value) & ((1 << bits) - 1)) << (k * bits)
+                    out.append(word)
+        words[name] = out
+    words["seeds"] = [int(s) for s in params.seeds]
+    return words
+
+
+def identify_expected() -> bytes:
+    sizes = b"".join(struct.pack("<H", n) for n in CONFIG.layer_sizes)
+    return (struct.pack("<IBB", CONFIG.identity, PROTOCOL_VERSION, len(CONFIG.layer_sizes))
+            + sizes + struct.pack("<HH", CONFIG.lanes, CONFIG.samples))
+
+
+def status_expected(state, image_valid, last_error, inferences) -> bytes:
+    return bytes([state.value, image_valid, last_error.value]) + struct.pack("<I", inferences)
+
+
+# -- opcodes ------------------------------------------------------------------------------------
+
+def test_identify_reports_config_identity_version_sizes_lanes_and_k():
+    async def scenario(b):
+        assert await b.command(Opcode.IDENTIFY) == (Status.OK, identify_expected())
+    run(scenario)
+    assert identify_payload(CONFIG) == identify_expected()
+
+
+def test_read_status_after_reset():
+    async def scenario(b):
+        assert await b.command(Opcode.READ_STATUS) == (
+            Status.OK, status_expected(DeviceState.IDLE, 0, Status.OK, 0))
+    run(scenario)
+
+
+def test_correct_image_is_written_word_for_word_and_becomes_valid():
+    params = random_params()
+    image = write_image(params)
+    assert len(image) == image_length(CONFIG)
+    expected = packed_sections(params)
+
+    async def scenario(b):
+        assert await b.command(Opcode.READ_STATUS) == (
+            Status.OK, status_expected(DeviceState.IDLE, 0, Status.OK, 0))
+        assert await b.command(Opcode.IMAGE_BEGIN) == (Status.OK, b"")
+        assert await b.command(Opcode.READ_STATUS) == (
+            Status.OK, status_expected(DeviceState.LOADING, 0, Status.OK, 0))
+        for i in range(0, len(image), 7):   # 7: frames end in the middle of words
+            assert await b.command(Opcode.IMAGE_DATA, image[i:i + 7]) == (Status.OK, b"")
+        assert await b.command(Opcode.IMAGE_END) == (Status.OK, b"")
+        assert await b.command(Opcode.READ_STATUS) == (
+            Status.OK, status_expected(DeviceState.IDLE, 1, Status.OK, 0))
+
+    bench = run(scenario)
+    for name, words, _ in image_sections(CONFIG):
+        assert len(expected[name]) == words
+        assert bench.writes[name] == list(enumerate(expected[name])), name
+
+
+def test_input_start_busy_result_and_inference_count():
+    image = write_image(random_params())
+
+    async def scenario(b):
+        assert await b.load_image(image, chunk=MAX_PAYLOAD) == Status.OK
+        assert await b.command(Opcode.WRITE_INPUT, bytes([0x9B, 0x02])) == (Status.OK, b"")
+        assert await b.command(Opcode.START) == (Status.OK, b"")
+        # Still running: results, a new image and new inputs are refused.
+        assert await b.command(Opcode.READ_RESULT) == (Status.BUSY, b"")
+        assert await b.command(Opcode.READ_STATUS) == (
+            Status.OK, status_expected(DeviceState.RUNNING, 1, Status.BUSY, 1))
+        assert await b.command(Opcode.IMAGE_BEGIN) == (Status.BUSY, b"")
+        assert await b.command(Opcode.START) == (Status.BUSY, b"")
+        await b.idle(RUN_CYCLES)
+        assert await b.command(Opcode.READ_RESULT) == (Status.OK, expected_result(0x9B, 1))
+        assert await b.command(Opcode.WRITE_INPUT, bytes([0x41, 0x00])) == (Status.OK, b"")
+        assert await b.command(Opcode.START) == (Status.OK, b"")
+        await b.idle(RUN_CYCLES)
+        assert await b.command(Opcode.READ_RESULT) == (Status.OK, expected_result(0x41, 2))
+        assert await b.command(Opcode.READ_STATUS) == (
+            Status.OK, status_expected(DeviceState.IDLE, 1, Status.BUSY, 2))
+
+    bench = run(scenario)
+    assert bench.writes["input"] == [(0, 0x9B), (1, 0x02), (0, 0x41), (1, 0x00)]
+    assert bench.writes_while_busy == 0
+
+
+def test_start_without_image_is_no_image_and_without_input_is_no_input():
+    image = write_image(random_params())
+
+    async def scenario(b):
+        assert await b.command(Opcode.START) == (Status.NO_IMAGE, b"")
+        assert await b.command(Opcode.WRITE_INPUT, bytes(INPUT_BYTES)) == (Status.OK, b"")
+        assert await b.command(Opcode.START) == (Status.NO_IMAGE, b"")
+        assert await b.command(Opcode.READ_RESULT) == (Status.NO_INPUT, b"")
+    run(scenario)
+
+    async def scenario_no_input(b):
+        assert await b.load_image(image, chunk=MAX_PAYLOAD) == Status.OK
+        assert await b.command(Opcode.START) == (Status.NO_INPUT, b"")
+    run(scenario_no_input)
+
+
+def test_image_data_and_end_without_begin():
+    async def scenario(b):
+        assert await b.command(Opcode.IMAGE_DATA, b"NSMI") == (Status.IMAGE_NOT_BEGUN, b"")
+        assert await b.command(Opcode.IMAGE_END) == (Status.IMAGE_NOT_BEGUN, b"")
+    run(scenario)
+
+
+# -- malformed frames ---------------------------------------------------------------------------
+
+def test_bad_crc_is_refused_and_nothing_is_executed():
+    frame = bytearray(request(Opcode.IMAGE_BEGIN))
+    frame[-1] ^= 0x01
+
+    async def scenario(b):
+        await b.send(bytes(frame))
+        assert await b.response() == (Status.BAD_CRC, b"")
+        assert await b.command(Opcode.READ_STATUS) == (
+            Status.OK, status_expected(DeviceState.IDLE, 0, Status.BAD_CRC, 0))
+    run(scenario)
+
+
+@pytest.mark.parametrize("opcode", [0x00, 0x09, 0x7F, 0xFF], ids=lambda o: f"op{o:02x}")
+def test_unknown_opcode(opcode):
+    async def scenario(b):
+        assert await b.command(opcode, b"\x01\x02") == (Status.UNKNOWN_OPCODE, b"")
+        assert await b.command(Opcode.IDENTIFY) == (Status.OK, identify_expected())
+    run(scenario)
+
+
+def test_oversize_length_is_refused_at_once_and_the_payload_is_skipped_as_garbage():
+    async def scenario(b):
+        await b.send(bytes([SYNC_REQUEST, Opcode.IMAGE_DATA.value])
+                     + struct.pack("<H", MAX_PAYLOAD + 1))
+        assert await b.response() == (Status.BAD_LENGTH, b"")
+        await b.send(bytes(range(0x10, 0x40)))           # what the host sent on: no 0x5A
+        assert await b.command(Opcode.IDENTIFY) == (Status.OK, identify_expected())
+    run(scenario)
+
+
+@pytest.mark.parametrize("opcode,payload", [
+    (Opcode.IDENTIFY, b"\x00"),
+    (Opcode.START, b"\x00\x00"),
+    (Opcode.WRITE_INPUT, bytes(INPUT_BYTES + 1)),
+    (Opcode.WRITE_INPUT, bytes(INPUT_BYTES - 1)),
+    (Opcode.IMAGE_DATA, b""),
+], ids=["identify+1", "start+2", "input-long", "input-short", "image-data-empty"])
+def test_wrong_payload_length_for_the_opcode(opcode, payload):
+    async def scenario(b):
+        assert await b.command(opcode, payload) == (Status.BAD_LENGTH, b"")
+        assert await b.command(Opcode.READ_STATUS) == (
+            Status.OK, status_expected(DeviceState.IDLE, 0, Status.BAD_LENGTH, 0))
+    bench = run(scenario)
+    assert bench.writes["input"] == []
+
+
+@pytest.mark.parametrize("cut", [1, 2, 4, 6], ids=lambda c: f"after{c}bytes")
+def test_truncated_frame_times_out_and_the_device_recovers(cut):
+    frame = request(Opcode.WRITE_INPUT, bytes([1, 2]))[:cut]
+    timeout = frame_timeout_cycles(BAUD_DIVISOR)
+
+    async def scenario(b):
+        await b.send(frame)
+        start = b.cycles
+        assert await b.response(limit=timeout + 100) == (Status.TIMEOUT, b"")
+        waited = b.cycles - start
+        assert timeout <= waited <= timeout + 20, waited
+        assert await b.command(Opcode.IDENTIFY) == (Status.OK, identify_expected())
+    bench = run(scenario)
+    assert bench.writes["input"] == []
+
+
+def test_slow_bytes_within_the_timeout_are_one_frame():
+    gap = frame_timeout_cycles(BAUD_DIVISOR) - 10
+
+    async def scenario(b):
+        await b.send(request(Opcode.IDENTIFY), gap=gap)
+        assert await b.response() == (Status.OK, identify_expected())
+    run(scenario)
+
+
+def test_garbage_before_sync_is_skipped():
+    async def scenario(b):
+        await b.send(bytes([0x00, 0xFF, SYNC_RESPONSE, 0x13, 0x37]))
+        assert await b.command(Opcode.IDENTIFY) == (Status.OK, identify_expected())
+    run(scenario)
+
+
+# -- refused images -------------------------------------------------------------------------------
+
+def _damaged(name):
+    image = bytearray(write_image(random_params()))
+    if name == "magic":
+        image[0:4] = b"NSMX"
+    elif name == "version":
+        image[4] = 2
+    elif name == "identity":
+        image[8] ^= 0x40
+    elif name == "layer-size":
+        image[16] += 1
+    elif name == "body-length":
+        image[12] += 1
+    elif name == "crc":
+        image[-1] ^= 0x80
+    elif name == "body-bit":
+        image[30] ^= 0x04
+    elif name == "short":
+        image = image[:-5]
+    elif name == "long":
+        image = image + b"\x00"
+    return bytes(image)
+
+
+@pytest.mark.parametrize("damage,status", [
+    ("magic", Status.IMAGE_MAGIC),
+    ("version", Status.IMAGE_MAGIC),
+    ("identity", Status.IMAGE_CONFIG),
+    ("layer-size", Status.IMAGE_CONFIG),
+    ("body-length", Status.IMAGE_LENGTH),
+    ("crc", Status.IMAGE_CRC),
+    ("body-bit", Status.IMAGE_CRC),
+    ("short", Status.IMAGE_LENGTH),
+    ("long", Status.IMAGE_LENGTH),
+], ids=lambda v: v if isinstance(v, str) else v.name)
+def test_damaged_image_is_refused_and_start_says_no_image(damage, status):
+    image = _damaged(damage)
+
+    async def scenario(b):
+        assert await b.load_image(image) == status
+        # The load is over: more data is refused, and nothing is valid.
+        assert await b.command(Opcode.IMAGE_END) == (Status.IMAGE_NOT_BEGUN, b"")
+        assert await b.command(Opcode.WRITE_INPUT, bytes(INPUT_BYTES)) == (Status.OK, b"")
+        assert await b.command(Opcode.START) == (Status.NO_IMAGE, b"")
+        assert await b.command(Opcode.READ_STATUS) == (
+            Status.OK, status_expected(DeviceState.IDLE, 0, Status.NO_IMAGE, 0))
+    run(scenario)
+
+
+def test_image_begin_invalidates_a_valid_image():
+    image = write_image(random_params())
+
+    async def scenario(b):
+        assert await b.load_image(image, chunk=MAX_PAYLOAD) == Status.OK
+        assert await b.command(Opcode.WRITE_INPUT, bytes(INPUT_BYTES)) == (Status.OK, b"")
+        assert await b.command(Opcode.IMAGE_BEGIN) == (Status.OK, b"")
+        assert await b.command(Opcode.START) == (Status.NO_IMAGE, b"")
+        # A half-sent image followed by IMAGE_END is too short.
+        assert await b.command(Opcode.IMAGE_DATA, image[:40]) == (Status.OK, b"")
+        assert await b.command(Opcode.IMAGE_END) == (Status.IMAGE_LENGTH, b"")
+        assert await b.command(Opcode.START) == (Status.NO_IMAGE, b"")
+        # And a complete one afterwards is accepted again.
+        assert await b.load_image(image, chunk=MAX_PAYLOAD) == Status.OK
+        assert await b.command(Opcode.START) == (Status.OK, b"")
+    run(scenario)
