@@ -251,7 +251,7 @@ def test_cli_data_errors_exit_1(model_file, tmp_path, capsys):
     assert main(["info", str(bad), "--model", str(model_file)]) == 1
     assert "nsm: error: image corrupted: CRC-32 is " in capsys.readouterr().err
     assert main(["load", str(bad), "--model-device", "--model", str(model_file), "-q"]) == 1
-    assert "nsm: error: refusing to load: image corrupted: " in capsys.readouterr().err
+    assert "nsm: error: image corrupted: " in capsys.readouterr().err
     assert main(["export", str(tmp_path / "missing.npz")]) == 1
     assert "no such quantized model file" in capsys.readouterr().err
 
@@ -300,3 +300,12 @@ def test_read_idx(tmp_path, gz):
     path.write_bytes(raw[:-1])
     with pytest.raises(ValueError, match="23 data bytes, the header says 24$"):
         read_idx(path)
+
+
+@pytest.mark.parametrize("votes, bits", [((16, 0, 0), 0.0), ((8, 8, 0), 1.0),
+                                         ((4, 4, 4, 4), 2.0)], ids=["unanimous", "two", "four"])
+def test_vote_entropy(votes, bits):
+    from tools.nsm import vote_entropy
+
+    assert vote_entropy(votes) == bits
+    assert str(vote_entropy(votes)) == str(bits)   # no "-0.0"

@@ -156,4 +156,4 @@ def test_cli_refuses_corrupted_image(tmp_path, params, capsys):
     bad = tmp_path / "bad.nsmi"
     bad.write_bytes(bytes(image))
     assert main(["load", str(bad), "--sim", "-q", "--baud-divisor", str(BAUD_DIVISOR)]) == 1
-    assert "nsm: error: refusing to load: image corrupted: CRC-32 is " in capsys.readouterr().err
+    assert "nsm: error: image corrupted: CRC-32 is " in capsys.readouterr().err

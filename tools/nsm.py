@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from firmware.image import ImageError, known_configs, read_header, read_image, write_image
+from firmware.image import ImageError, check_image, known_configs, read_header, read_image, write_image
 from model.config import ConfigError, NSMConfig, digits_config
 from model.params import QuantizedNSM
 
@@ -114,7 +114,7 @@ def vote_entropy(votes) -> float:
     """Entropy (bits) of the Monte-Carlo vote distribution of one input."""
     v = np.asarray(votes, dtype=np.float64)
     p = v[v > 0] / v.sum()
-    return float(-(p * np.log2(p)).sum())
+    return float(-(p * np.log2(p)).sum()) + 0.0 if p.size > 1 else 0.0
 
 
 # -- device ----------------------------------------------------------------------------------------
@@ -181,6 +181,8 @@ def cmd_info(args) -> int:
 
 def cmd_load(args) -> int:
     image = Path(args.image).read_bytes()
+    if not args.force:
+        check_image(image)    # a damaged image is refused before a device is opened
     with open_device(args) as dev:
         ident = dev.identify()
         print(f"device     {ident.describe()}")
