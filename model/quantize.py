@@ -1,0 +1,145 @@
+"""Post-training quantization of a trained NSM to the accelerator's integers (QuantizedNSM).
+
+The hardware's hidden neuron (docs/contract.md, eq. 5 of the paper) is
+
+    u_i = S_i + shr_floor(a_i * D_i, a_frac) + b_i,  S_i = sum_j xi_ij w_ij z_j,  D_i = sum_j w_ij z_j
+
+The float layer gives exactly (w, a, b) of eq. 5 (`NSMLinear.eq5_parameters`). Hidden rows get
+one positive scale s_i = max_j |w_ij| / w_max: w_ij -> round(w_ij / s_i), b_i -> round(b_i / s_i)
+(a positive per-row scale of w_i and b_i leaves the sign of u_i unchanged; a_i is scale-free),
+a_i -> round(a_i * 2**a_frac). The output layer gets one scale for the whole layer (the argmax of
+the logits is kept). Rounding is `model.fixed`'s half-to-even, then saturation; the report
+counts saturated values per layer.
+
+`evaluate_quantized_torch` runs the quantized integer model in PyTorch with ideal (exact,
+independent) Bernoulli noise per synapse or per input, for comparison with the golden model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .config import ConfigError, NSMConfig
+from .fixed import quantize as fixed_quantize
+from .fixed import round_half_even, saturate
+from .params import QuantizedNSM
+
+__all__ = ["p_fields", "quantize_nsm", "evaluate_quantized_torch", "quantized_scores_torch"]
+
+
+def p_fields(p: float, max_bits: int = 16) -> tuple[int, int]:
+    """(p_bits, p_keep) with p_keep / 2**p_bits == p exactly, fewest bits."""
+    for bits in range(1, max_bits + 1):
+        keep = p * (1 << bits)
+        if keep == int(keep) and 0 < keep < (1 << bits):
+            return bits, int(keep)
+    raise ConfigError(f"p: {p} is not k / 2**n for n <= {max_bits}; the hardware's blank-out "
+                      f"probability is p_keep / 2**p_bits")
+
+
+def quantize_nsm(model, config: NSMConfig):
+    """(QuantizedNSM, report) of a trained `model.nsm.NSMNet` for `config`.
+
+    Refuses (ConfigError) a model whose shape, noise mode, noise distribution or p differ from
+    the configuration's. The report has per-layer scales and saturation counts.
+    """
+    sizes = tuple(model.sizes)
+    if sizes != config.layer_sizes:
+        raise ConfigError(f"layer_sizes: model has {sizes}, configuration has "
+                          f"{config.layer_sizes}")
+    for l, layer in enumerate(model.hidden):
+        if layer.dist != "bernoulli":
+            raise ConfigError(f"layer {l}: {layer.dist} noise, the hardware does blank-out "
+                              f"(bernoulli) only")
+        if layer.noise != config.noise:
+            raise ConfigError(f"noise: model layer {l} has {layer.noise!r}, configuration has "
+                              f"{config.noise!r}")
+        if layer.p != config.p:
+            raise ConfigError(f"p: model layer {l} has p={layer.p}, configuration has "
+                              f"p={config.p} (p_keep={config.p_keep}, p_bits={config.p_bits})")
+    w_max = config.w_max
+    weights, a_ints, biases, layers_report = [], [], [], []
+
+    # -- hidden layers: one scale per row --
+    for l, layer in enumerate(model.hidden):
+        w, a, b = (t.numpy() for t in layer.eq5_parameters())
+        row_max = np.abs(w).max(axis=1)
+        scale = np.where(row_max > 0, row_max / w_max, 1.0)
+        w_int = saturate(round_half_even(w / scale[:, None]), config.weight_bits)
+        a_int, a_sat = fixed_quantize(a, config.a_frac, config.a_bits)
+        b_raw = round_half_even(b / scale)
+        b_int = saturate(b_raw, config.bias_bits)
+        weights.append(w_int), a_ints.append(a_int), biases.append(b_int)
+        layers_report.append({"layer": l, "kind": "hidden", "scale_min": float(scale.min()),
+                              "scale_max": float(scale.max()),
+                              "weight_saturated": int(np.count_nonzero(np.abs(w_int) > w_max)),
+                              "a_saturated": a_sat,
+                              "bias_saturated": int(np.count_nonzero(b_int != b_raw)),
+                              "a_min": float(a.min()), "a_max": float(a.max())})
+
+    # -- output layer: one scale for the layer, no a_i --
+    w = model.output.weight.detach().double().numpy()
+    b = model.output.bias.detach().double().numpy()
+    scale = float(np.abs(w).max()) / w_max or 1.0
+    w_int = saturate(round_half_even(w / scale), config.weight_bits)
+    b_raw = round_half_even(b / scale)
+    b_int = saturate(b_raw, config.bias_bits)
+    weights.append(w_int), a_ints.append(np.zeros(w.shape[0], np.int64)), biases.append(b_int)
+    layers_report.append({"layer": len(model.hidden), "kind": "output", "scale": scale,
+                          "weight_saturated": 0, "a_saturated": 0,
+                          "bias_saturated": int(np.count_nonzero(b_int != b_raw))})
+
+    q = QuantizedNSM(config, tuple(np.asarray(x, np.int64) for x in weights),
+                     tuple(np.asarray(x, np.int64) for x in a_ints),
+                     tuple(np.asarray(x, np.int64) for x in biases), config.default_seeds())
+    total = sum(r["weight_saturated"] + r["a_saturated"] + r["bias_saturated"]
+                for r in layers_report)
+    return q, {"layers": layers_report, "saturated_total": total}
+
+
+@torch.no_grad()
+def quantized_scores_torch(q: QuantizedNSM, x_pm1, samples: int, seed: int,
+                           batch_size: int = 32) -> np.ndarray:
+    """Scores (n, classes) = sum over `samples` samples of the integer logits, int64.
+
+    Exact integer arithmetic of docs/contract.md with ideal independent noise: xi ~
+    Bernoulli(p_keep / 2**p_bits) drawn as (p_bits-bit uniform integer < p_keep) from a
+    `torch.Generator` seeded with `seed`, per synapse (batch x out x in) or per input.
+    """
+    cfg = q.config
+    x = np.asarray(x_pm1)
+    if x.ndim != 2 or x.shape[1] != cfg.n_inputs or np.any((x != 1) & (x != -1)):
+        raise ValueError(f"x_pm1: need (n, {cfg.n_inputs}) of +-1, got shape {x.shape}")
+    gen = torch.Generator().manual_seed(int(seed))
+    w = [torch.from_numpy(wl).double() for wl in q.weights]
+    a = [torch.from_numpy(al) for al in q.a]
+    b = [torch.from_numpy(bl) for bl in q.bias]
+    scores = []
+    for i in range(0, len(x), batch_size):
+        z0 = torch.from_numpy(x[i:i + batch_size]).double()
+        total = torch.zeros(len(z0), cfg.n_classes, dtype=torch.int64)
+        for _ in range(samples):
+            z = z0
+            for l in cfg.hidden_layers:
+                shape = ((len(z), cfg.fan_out(l), cfg.fan_in(l)) if cfg.noise == "synapse"
+                         else (len(z), 1, cfg.fan_in(l)))
+                r = torch.randint(0, 1 << cfg.p_bits, shape, generator=gen)
+                xi = (r < cfg.p_keep).double()
+                # Float64 sums of integers below 2**53 are exact (cfg.sum_bound is far below).
+                if cfg.noise == "synapse":
+                    s = torch.einsum("boi,oi,bi->bo", xi, w[l], z).round().long()
+                else:
+                    s = ((xi[:, 0, :] * z) @ w[l].T).round().long()
+                d = (z @ w[l].T).round().long()
+                u = s + torch.div(a[l] * d, 1 << cfg.a_frac, rounding_mode="floor") + b[l]
+                z = torch.where(u >= 0, 1.0, -1.0).double()
+            total += (z @ w[-1].T).round().long() + b[-1]
+        scores.append(total)
+    return torch.cat(scores).numpy()
+
+
+def evaluate_quantized_torch(q: QuantizedNSM, x_pm1, y, samples: int, seed: int) -> float:
+    """Accuracy of the quantized model: class = argmax of the summed logits (ties -> lowest)."""
+    scores = quantized_scores_torch(q, x_pm1, samples, seed)
+    return float(np.mean(scores.argmax(axis=1) == np.asarray(y)))

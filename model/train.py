@@ -1,0 +1,289 @@
+"""Train an NSM (or a baseline) and write a checkpoint and a JSON metrics log.
+
+    python -m model.train --dataset digits --model nsm --epochs 30 --out runs/digits-nsm
+
+Programmatic entry (used by the end-to-end job): `train_model(TrainOptions(...))` or
+`train_model(**keywords)` -> (model, metrics). Every run is seeded (`seed`, recorded in the
+metrics and the checkpoint); `resume` continues a checkpoint up to `epochs`.
+
+Files in the run directory (`out`, default runs/<name>/):
+    checkpoint.pt   model + optimizer state, options, epoch, RNG states
+    metrics.json    options, per-epoch history, Monte-Carlo test accuracy per K, and for NSMs
+                    the 8-bit (weight_bits) quantized accuracy side by side
+    quantized.npz   the QuantizedNSM (model.params) for the hardware, NSM models only
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from . import data as datamod
+from .baselines import BinaryNet, FloatMLP, StNN
+from .nsm import NSMNet, data_dependent_init
+
+__all__ = ["MODELS", "TrainOptions", "build_model", "prepare_data", "train_model",
+           "evaluate_mc", "load_checkpoint", "main"]
+
+MODELS = ("nsm", "stnn", "binary", "mlp")
+
+
+@dataclass
+class TrainOptions:
+    dataset: str = "digits"
+    data_dir: str | None = None
+    model: str = "nsm"
+    hidden: tuple[int, ...] = (100, 100)
+    noise: str = "synapse"
+    dist: str = "bernoulli"
+    p: float = 0.5
+    activation: str = "relu"
+    encoding: str = "thermometer"
+    levels: int = 4
+    epochs: int = 40
+    batch_size: int = 100
+    lr: float = 3e-3
+    seed: int = 0
+    weight_bits: int = 8
+    eval_samples: tuple[int, ...] = (1, 4, 16, 100)
+    name: str | None = None
+    out: str | None = None
+    resume: str | None = None
+    limit_train: int | None = None
+    progress: bool = True
+
+    def __post_init__(self):
+        self.hidden = tuple(int(h) for h in self.hidden)
+        self.eval_samples = tuple(int(k) for k in self.eval_samples)
+        if self.model not in MODELS:
+            raise ValueError(f"model: must be one of {MODELS}, got {self.model!r}")
+        if self.dataset not in datamod.DATASETS:
+            raise ValueError(f"dataset: must be one of {datamod.DATASETS}, got {self.dataset!r}")
+        if not self.hidden or min(self.hidden) < 1:
+            raise ValueError(f"hidden: need >= 1 layer of >= 1 neurons, got {self.hidden}")
+        if self.epochs < 0 or self.batch_size < 1:
+            raise ValueError("epochs must be >= 0 and batch_size >= 1")
+
+    @property
+    def run_name(self) -> str:
+        return self.name or f"{self.dataset}-{self.model}" + (
+            f"-{self.noise}" if self.model == "nsm" else "") + f"-s{self.seed}"
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out) if self.out else Path("runs") / self.run_name
+
+
+def prepare_data(opts: TrainOptions):
+    """Encoded +-1 float32 tensors (x_train, y_train, x_test, y_test)."""
+    x_tr, y_tr, x_te, y_te = datamod.load_dataset(opts.dataset, opts.data_dir, seed=0)
+    if opts.limit_train:
+        x_tr, y_tr = x_tr[:opts.limit_train], y_tr[:opts.limit_train]
+    enc = lambda x: torch.from_numpy(datamod.encode(x, opts.encoding, opts.levels))
+    return enc(x_tr), torch.from_numpy(y_tr), enc(x_te), torch.from_numpy(y_te)
+
+
+def build_model(opts: TrainOptions, n_inputs: int, n_classes: int):
+    sizes = (n_inputs, *opts.hidden, n_classes)
+    if opts.model == "nsm":
+        return NSMNet(sizes, noise=opts.noise, dist=opts.dist, p=opts.p)
+    if opts.model == "stnn":
+        return StNN(sizes)
+    if opts.model == "binary":
+        return BinaryNet(sizes)
+    return FloatMLP(sizes, opts.activation)
+
+
+@torch.no_grad()
+def evaluate_mc(model, x, y, samples: int, batch_size: int = 1000) -> float:
+    """Test accuracy with `samples` Monte-Carlo passes per input, softmax averaged."""
+    model.eval()
+    runs = samples if getattr(model, "stochastic", False) else 1
+    correct = 0
+    for i in range(0, len(x), batch_size):
+        xb = x[i:i + batch_size]
+        prob = sum(F.softmax(model(xb), dim=1) for _ in range(runs)) / runs
+        correct += int((prob.argmax(1) == y[i:i + batch_size]).sum())
+    return correct / len(x)
+
+
+def _percentiles(t: torch.Tensor | None):
+    if t is None:
+        return None
+    q = torch.quantile(t.flatten().float(), torch.tensor([0.15, 0.5, 0.85]))
+    return [float(v) for v in q]
+
+
+def load_checkpoint(path):
+    """(model, options, checkpoint dict) from a checkpoint.pt, for evaluation or export."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    opts = TrainOptions(**ckpt["options"])
+    model = build_model(opts, ckpt["n_inputs"], ckpt["n_classes"])
+    model.load_state_dict(ckpt["model"])
+    return model, opts, ckpt
+
+
+def train_model(opts: TrainOptions | None = None, **kw):
+    """Train (or resume) a run; returns (model, metrics). Writes checkpoint and metrics JSON."""
+    opts = opts or TrainOptions(**kw)
+    torch.manual_seed(opts.seed)
+    np.random.seed(opts.seed)
+    x_tr, y_tr, x_te, y_te = prepare_data(opts)
+    n_classes = int(max(y_tr.max(), y_te.max())) + 1
+    model = build_model(opts, x_tr.shape[1], n_classes)
+    optimizer = torch.optim.Adam(model.parameters(), lr=opts.lr)
+    history, start_epoch, preact_trace = [], 0, []
+    run_dir = opts.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    # -- resume or initialize (eq. 8 over one batch for NSMs) --
+    if opts.resume:
+        ckpt = torch.load(opts.resume, map_location="cpu", weights_only=False)
+        saved = TrainOptions(**ckpt["options"])
+        for key in ("model", "hidden", "noise", "dist", "encoding", "levels", "dataset"):
+            if getattr(saved, key) != getattr(opts, key):
+                raise ValueError(f"resume: checkpoint has {key}={getattr(saved, key)!r}, "
+                                 f"options say {getattr(opts, key)!r}")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start_epoch, history = ckpt["epoch"], ckpt["history"]
+        preact_trace = ckpt.get("preact_trace", [])
+        torch.set_rng_state(ckpt["torch_rng"])
+    elif opts.model == "nsm":
+        gen = torch.Generator().manual_seed(opts.seed)
+        idx = torch.randperm(len(x_tr), generator=gen)[:100]
+        data_dependent_init(model, x_tr[idx])
+
+    # -- training: Adam, cross entropy, linear learning-rate decay over the run --
+    steps_per_epoch = -(-len(x_tr) // opts.batch_size)
+    bar = tqdm(range(start_epoch, opts.epochs), desc=opts.run_name, disable=not opts.progress,
+               initial=start_epoch, total=opts.epochs)
+    for epoch in bar:
+        model.train()
+        for group in optimizer.param_groups:
+            group["lr"] = opts.lr * (1.0 - epoch / max(opts.epochs, 1))
+        perm = torch.randperm(len(x_tr))
+        total, correct, t0 = 0.0, 0, time.perf_counter()
+        for step in range(steps_per_epoch):
+            idx = perm[step * opts.batch_size:(step + 1) * opts.batch_size]
+            logits = model(x_tr[idx])
+            loss = F.cross_entropy(logits, y_tr[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += float(loss) * len(idx)
+            correct += int((logits.argmax(1) == y_tr[idx]).sum())
+            preact_trace.append(_percentiles(model.last_hidden_preact()))
+        test_acc = evaluate_mc(model, x_te, y_te, 1)
+        history.append({"epoch": epoch + 1, "loss": total / len(x_tr),
+                        "train_acc": correct / len(x_tr), "test_acc_k1": test_acc,
+                        "seconds": time.perf_counter() - t0})
+        bar.set_postfix(loss=f"{total / len(x_tr):.3f}", test=f"{test_acc:.3f}")
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "options": dataclasses.asdict(opts), "epoch": epoch + 1,
+                    "history": history, "preact_trace": preact_trace,
+                    "n_inputs": x_tr.shape[1], "n_classes": n_classes,
+                    "torch_rng": torch.get_rng_state()}, run_dir / "checkpoint.pt")
+
+    # -- Monte-Carlo evaluation, quantization for NSMs --
+    torch.manual_seed(opts.seed + 1)
+    metrics = {"options": dataclasses.asdict(opts), "seed": opts.seed, "history": history,
+               "preact_percentiles": preact_trace,
+               "test_accuracy": {str(k): evaluate_mc(model, x_te, y_te, k)
+                                 for k in opts.eval_samples}}
+    if opts.model == "nsm" and opts.dist == "bernoulli":
+        metrics["quantized"] = _quantize_and_evaluate(model, opts, x_te, y_te, run_dir)
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return model, metrics
+
+
+def _quantize_and_evaluate(model, opts, x_te, y_te, run_dir) -> dict:
+    from .config import NSMConfig
+    from .quantize import evaluate_quantized_torch, p_fields, quantize_nsm
+
+    p_bits, p_keep = p_fields(opts.p)
+    config = NSMConfig(layer_sizes=model.sizes, weight_bits=opts.weight_bits, noise=opts.noise,
+                       p_bits=p_bits, p_keep=p_keep, name=opts.run_name)
+    q, report = quantize_nsm(model, config)
+    q.save(run_dir / "quantized.npz")
+    ks = [k for k in opts.eval_samples if k <= 16] or [opts.eval_samples[0]]
+    acc = {str(k): evaluate_quantized_torch(q, x_te.numpy(), y_te.numpy(), k, opts.seed)
+           for k in ks}
+    return {"config": config.to_dict(), "report": report, "test_accuracy": acc}
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+
+
+def parse_args(argv=None) -> TrainOptions:
+    d = TrainOptions()
+    ap = argparse.ArgumentParser(prog="python -m model.train", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", choices=datamod.DATASETS, default=d.dataset)
+    ap.add_argument("--data-dir", default=None, help="directory of IDX files (mnist, fashion)")
+    ap.add_argument("--model", choices=MODELS, default=d.model)
+    ap.add_argument("--hidden", type=_int_list, default=d.hidden, help="e.g. 100,100")
+    ap.add_argument("--noise", choices=("synapse", "input"), default=d.noise)
+    ap.add_argument("--dist", choices=("bernoulli", "gaussian"), default=d.dist)
+    ap.add_argument("--p", type=float, default=d.p, help="blank-out keep probability")
+    ap.add_argument("--activation", choices=("relu", "tanh"), default=d.activation,
+                    help="float MLP activation")
+    ap.add_argument("--encoding", choices=datamod.ENCODINGS, default=d.encoding)
+    ap.add_argument("--levels", type=int, default=d.levels, help="thermometer levels")
+    ap.add_argument("--epochs", type=int, default=d.epochs)
+    ap.add_argument("--batch-size", type=int, default=d.batch_size)
+    ap.add_argument("--lr", type=float, default=d.lr)
+    ap.add_argument("--seed", type=int, default=d.seed)
+    ap.add_argument("--weight-bits", type=int, default=d.weight_bits)
+    ap.add_argument("--eval-samples", type=_int_list, default=d.eval_samples,
+                    help="Monte-Carlo samples K, e.g. 1,4,16,100")
+    ap.add_argument("--name", default=None, help="run name (default from the options)")
+    ap.add_argument("--out", default=None, help="run directory (default runs/<name>)")
+    ap.add_argument("--resume", default=None, help="checkpoint.pt to continue")
+    ap.add_argument("--limit-train", type=int, default=None, help="use the first N images")
+    ap.add_argument("--no-progress", action="store_true")
+    a = ap.parse_args(argv)
+    try:
+        return TrainOptions(dataset=a.dataset, data_dir=a.data_dir, model=a.model,
+                            hidden=a.hidden, noise=a.noise, dist=a.dist, p=a.p,
+                            activation=a.activation, encoding=a.encoding, levels=a.levels,
+                            epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
+                            weight_bits=a.weight_bits, eval_samples=a.eval_samples,
+                            name=a.name, out=a.out, resume=a.resume,
+                            limit_train=a.limit_train, progress=not a.no_progress)
+    except ValueError as e:
+        ap.error(str(e))
+
+
+def main(argv=None) -> int:
+    opts = parse_args(argv)
+    try:
+        _, metrics = train_model(opts)
+    except datamod.DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"run: {opts.run_dir}")
+    print("test accuracy (K samples): " + ", ".join(
+        f"K={k}: {v:.4f}" for k, v in metrics["test_accuracy"].items()))
+    if "quantized" in metrics:
+        print(f"quantized ({opts.weight_bits}-bit weights): " + ", ".join(
+            f"K={k}: {v:.4f}" for k, v in metrics["quantized"]["test_accuracy"].items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
