@@ -163,3 +163,32 @@ def test_cycle_formula(overrides):
     """result.cycles == NSMEngine.cycles_per_inference (docs/engine.md), exactly."""
     cfg = NSMConfig(**overrides)
     assert cycles_of(cfg) == NSMEngine.cycles_per_inference(cfg), cfg.describe()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["digits", "paper"])
+def test_full_size_cycles_and_utilization(name):
+    """K=1 of the full-size networks in the simulator: cycles == formula, utilization >= 0.95,
+    and the class, scores and votes == golden (about a minute for the paper shape)."""
+    from model.config import digits_config, paper_config
+    cfg = {"digits": digits_config, "paper": paper_config}[name](samples=1)
+    seed = 5
+    rng = np.random.default_rng(seed)
+    params = QuantizedNSM.random(cfg, rng)
+    images = rng.integers(0, 2, size=(1, cfg.n_inputs))
+    runs, states = simulate(params, images)
+    expected = golden.run(params, 2 * images - 1)
+    assert runs[0]["cycles"] == NSMEngine.cycles_per_inference(cfg), name
+    assert NSMEngine.lane_utilization(cfg) >= 0.95, name
+    assert runs[0]["scores"] == expected.scores[0].tolist(), f"scores, seed {seed}"
+    assert runs[0]["votes"] == expected.votes[0].tolist(), f"votes, seed {seed}"
+    assert states == list(expected.final_states), f"final LFSR states, seed {seed}"
+
+
+@pytest.mark.parametrize("lanes", [1, 3, 8], ids=lambda n: f"lanes{n}")
+def test_one_multiplier_per_lane(lanes):
+    """The only multiplies of the design are the lanes' a*D (synthesis maps them to DSPs)."""
+    from amaranth.back import rtlil
+    cfg = NSMConfig(layer_sizes=(20, 9, 7, 3), lanes=lanes)
+    text = rtlil.convert(NSMEngine(cfg), name="nsm_engine")
+    assert text.count("cell $mul") == lanes
