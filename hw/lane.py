@@ -18,6 +18,12 @@ __all__ = ["Lane"]
 
 
 class Lane(wiring.Component):
+    """One lane: accumulates a group's sums, then computes its u and z in a 3-stage epilogue.
+
+    `a`, `b` and `output_layer` are taken in the cycle after `last`; `u` and `z` are valid 3
+    cycles after `last` and held until the next group's.
+    """
+
     def __init__(self, config: NSMConfig):
         self._config = config
         super().__init__({
