@@ -1,0 +1,139 @@
+"""The benchmark suite: every figure of the project, side by side, in one run.
+
+    python -m bench [--quick] [--out bench/RESULTS.md]
+
+Runs, in order, and prints as it goes:
+1. training-step time of bNSM against a float MLP, digits accuracy, and (unless --quick) the
+   Fashion-MNIST accuracy table                                  (bench/train_bench.py)
+2. golden-model synaptic operations per second against the PyTorch forward pass
+                                                                 (bench/golden_bench.py)
+3. Verilator simulation cycles per second, under cocotb and bare (bench/sim_speed.py)
+4. cycles per inference against the ideal, measured on the simulated accelerator for the digits
+   and the paper's network, with the inferences per second each board's Fmax implies
+5. resources and Fmax per board, from `python -m hw.build --board ...` reports in build/
+The results go to a Markdown file (default bench/RESULTS.md) with the date and the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def _run_script(name: str, args: list[str]) -> tuple[str, float]:
+    """Run one bench script, echoing its output; returns (output, seconds)."""
+    path = ROOT / "bench" / name
+    if not path.exists():
+        return f"({name} is not in this checkout)\n", 0.0
+    print(f"\n== {name} {' '.join(args)}", flush=True)
+    t = time.monotonic()
+    proc = subprocess.Popen([sys.executable, str(path), *args], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines = []
+    for line in proc.stdout:
+        # Progress bars redraw with \r; keep their last state only.
+        line = line.split("\r")[-1]
+        print(line, end="", flush=True)
+        lines.append(line)
+    code = proc.wait()
+    if code != 0:
+        lines.append(f"({name} exited with {code})\n")
+    return "".join(lines), time.monotonic() - t
+
+
+def _cycles_table(board_fmax: dict) -> str:
+    """Cycles per inference measured on the Verilator model of each network."""
+    from model.config import digits_config, paper_config
+    from model.params import QuantizedNSM
+    from firmware.image import write_image
+    from tools.client import Device
+    from tools.transport import SimTransport
+
+    rows = ["| network | lanes | K | cycles/inference | cycles/sample | ideal/sample | "
+            "utilization | " + " | ".join(f"inf/s @ {b}" for b in board_fmax) + " |",
+            "|---|---|---|---|---|---|---|" + "---|" * len(board_fmax)]
+    rng = np.random.default_rng(0)
+    for config in (digits_config(), paper_config(samples=4)):
+        print(f"\n== cycles on the simulated accelerator: {config.describe()}", flush=True)
+        params = QuantizedNSM.random(config, rng)
+        with Device(SimTransport(config, 8), infer_timeout=600) as device:
+            device.load_image(write_image(params), progress=False)
+            x = rng.choice([-1, 1], size=config.n_inputs)
+            cycles = device.infer(x).cycles
+        per_sample = cycles / config.samples
+        ips = [f"{fmax * 1e6 / cycles:.0f}" if fmax else "-" for fmax in board_fmax.values()]
+        rows.append(f"| {'-'.join(map(str, config.layer_sizes))} | {config.lanes} | "
+                    f"{config.samples} | {cycles} | {per_sample:.1f} | "
+                    f"{config.ideal_cycles_per_sample} | "
+                    f"{config.ideal_cycles_per_sample / per_sample:.4f} | {' | '.join(ips)} |")
+        print(rows[-1], flush=True)
+    return "\n".join(rows) + "\n"
+
+
+def _board_table() -> tuple[str, dict]:
+    """Resource/Fmax reports that `python -m hw.build --board ...` left in build/."""
+    reports = sorted(ROOT.glob("build/*/*/report.json"))
+    fmax = {}
+    rows = ["| board | configuration | resources | Fmax (MHz) |", "|---|---|---|---|"]
+    for path in reports:
+        rep = json.loads(path.read_text())
+        res = ", ".join(f"{k} {v['used']}/{v['total']}" for k, v in rep.get("resources",
+                                                                            {}).items())
+        rows.append(f"| {rep.get('board')} | {rep.get('config')} | {res} | "
+                    f"{rep.get('fmax_mhz')} |")
+        if "digits" in path.parent.name and rep.get("fmax_mhz"):
+            fmax[rep["board"]] = rep["fmax_mhz"]
+    if not reports:
+        rows.append("| (none) | build them with `python -m hw.build --board icebreaker` and "
+                    "`--board ulx3s-85f` (needs `pip install -e '.[boards]'`) | | |")
+    return "\n".join(rows) + "\n", fmax
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true",
+                   help="skip the Fashion-MNIST training table (the longest part)")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS.md",
+                   help="Markdown file for the results (default bench/RESULTS.md)")
+    args = p.parse_args(argv)
+
+    started = datetime.datetime.now(datetime.timezone.utc)
+    sections = []
+    train_args = ["--quick"] if args.quick else []
+    for title, script, script_args in (
+            ("Training: step time, digits and Fashion-MNIST accuracy", "train_bench.py",
+             train_args),
+            ("Golden model throughput against the PyTorch forward pass", "golden_bench.py", []),
+            ("Verilator simulation speed", "sim_speed.py", [])):
+        out, seconds = _run_script(script, script_args)
+        sections.append(f"## {title}\n\n`python bench/{script} {' '.join(script_args)}` "
+                        f"({seconds:.0f} s)\n\n```\n{out.rstrip()}\n```\n")
+    boards, fmax = _board_table()
+    cycles = _cycles_table(fmax)
+    sections.append("## Cycles per inference against the ideal\n\n" + cycles)
+    sections.append("## Resources and Fmax per board\n\n" + boards)
+
+    header = (f"# Benchmark results\n\n- date: {started.isoformat(timespec='seconds')}\n"
+              f"- machine: {platform.node()}, {platform.machine()}, {os.cpu_count()} cores, "
+              f"Python {platform.python_version()}\n- command: `python -m bench "
+              f"{'--quick' if args.quick else ''}`\n\n")
+    args.out.write_text(header + "\n".join(sections))
+    print(f"\nresults written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
