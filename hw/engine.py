@@ -128,6 +128,7 @@ class NSMEngine(wiring.Component):
         j_bit = Signal(range(max(cfg.lanes, 2)))
         w_addr = Signal(range(cfg.weight_words + 1))
         p_addr = Signal(range(cfg.param_words + 1))
+        w_shared_addr = Signal.like(w_read.addr)
         issue = Signal()
         # A layer with one input would finish a group every cycle: a bubble keeps the trace
         # pulses apart, as the trace monitor needs.
@@ -140,8 +141,10 @@ class NSMEngine(wiring.Component):
         layer_end = is_last & (group == last_group[layer])
 
         m.d.comb += [
-            w_read.addr.eq(Mux(w_load, self.weight_wr.addr, w_addr)),
-            w_write.addr.eq(self.weight_wr.addr),
+            # One address signal for both ports: what single-port RAM inference looks for.
+            w_shared_addr.eq(Mux(w_load, self.weight_wr.addr, w_addr)),
+            w_read.addr.eq(w_shared_addr),
+            w_write.addr.eq(w_shared_addr),
             in_read.addr.eq(j >> 3),
             act_reads[0].addr.eq(j_word), act_reads[1].addr.eq(j_word),
         ]
