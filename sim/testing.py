@@ -82,3 +82,35 @@ def sim_env(config, run_dir: Path, *, params=None, inputs=None, images: int = 2,
 
 def report(run_dir: Path) -> dict:
     return json.loads((run_dir / "report.json").read_text())
+
+
+# -- a small trained digits model, cached in build/ --------------------------------------------
+
+DIGITS_MODEL_DIR = sv.REPO_ROOT / "build" / "sim" / "digits-model"
+# Few epochs keep the first run short; the test checks bit-exactness, not accuracy.
+DIGITS_EPOCHS = 5
+
+
+def digits_model():
+    """A QuantizedNSM of the digits network trained by model.train for DIGITS_EPOCHS epochs
+    (seed 0), cached in build/sim/digits-model/quantized.npz."""
+    from model.params import QuantizedNSM
+    path = DIGITS_MODEL_DIR / "quantized.npz"
+    with sv._locked(DIGITS_MODEL_DIR.with_suffix(".lock")):
+        if not path.exists():
+            from model.train import TrainOptions, train_model
+            train_model(TrainOptions(epochs=DIGITS_EPOCHS, seed=0, out=str(DIGITS_MODEL_DIR),
+                                     eval_samples=(1, 16), progress=False))
+    return QuantizedNSM.load(path)
+
+
+def digits_test_inputs(config, n: int | None = None):
+    """Held-out digits images as the device's input bits (1 = +1), and their labels."""
+    from model.config import THERMOMETER_LEVELS_DIGITS
+    from model.data import encode_thermometer, load_digits_test
+    x, y = load_digits_test(0)
+    bits = (encode_thermometer(x, THERMOMETER_LEVELS_DIGITS) > 0).astype(np.int64)
+    if bits.shape[1] != config.n_inputs:
+        raise ValueError(f"digits inputs have {bits.shape[1]} bits, {config.describe()} takes "
+                         f"{config.n_inputs}")
+    return (bits, y) if n is None else (bits[:n], y[:n])

@@ -59,3 +59,32 @@ def test_core_bad_input(need_core, config, tmp_path):
     sv.check_cocotb(build, "sim.tb_core", testcase="bad_input", env=env,
                     tag=f"bad-{config.name}")
     assert len(st.report(tmp_path)["bad_input_cases"]) >= 20
+
+
+# -- the trained digits model, held-out test images ----------------------------------------------
+
+DIGITS_IMAGES_DEFAULT = 12
+
+
+def _digits(tmp_path, n_images):
+    st.need("model.train", "training the digits model")
+    params = st.digits_model()
+    config = params.config
+    bits, labels = st.digits_test_inputs(config, n_images)
+    build = st.core_build(config)
+    env = st.sim_env(config, tmp_path, params=params, inputs=bits)
+    sv.check_cocotb(build, "sim.tb_core", testcase="classify", env=env, tag="digits")
+    rep = st.report(tmp_path)
+    assert rep["images"] == len(bits) and rep["samples"] == len(bits) * config.samples
+    correct = int(np.sum(np.array(rep["classes"]) == labels))
+    print(f"digits through the UART: {rep['images']} held-out images, {rep['samples']} samples "
+          f"bit-exact; {correct}/{len(bits)} correct")
+
+
+def test_core_digits_trained(need_core, tmp_path):
+    _digits(tmp_path, DIGITS_IMAGES_DEFAULT)
+
+
+@pytest.mark.slow
+def test_core_digits_trained_all(need_core, tmp_path):
+    _digits(tmp_path, None)
