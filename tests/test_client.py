@@ -285,6 +285,25 @@ def test_cli_bench_and_run_one_on_model_device(model_file, tmp_path, capsys):
     assert "  votes  " in capsys.readouterr().out
 
 
+@needs_golden
+def test_cli_infer_compare_golden_on_model_device(tmp_path, monkeypatch, capsys):
+    """infer on a stand-in data set (the data module is another engineer's)."""
+    import tools.nsm as nsm
+
+    inputs = np.random.default_rng(SEED).choice(np.array([-1, 1]), size=(5, CONFIG.n_inputs))
+    labels = np.arange(5) % CONFIG.n_classes
+    monkeypatch.setattr(nsm, "load_test_set", lambda n, data_dir=None: (inputs, labels))
+    image = tmp_path / "tiny.nsmi"
+    image.write_bytes(write_image(_params()))
+    config = tmp_path / "tiny.json"
+    config.write_text(CONFIG.to_json())
+    assert nsm.main(["infer", "--model-device", "--image", str(image), "--config", str(config),
+                     "--compare-golden", "-q", "--show", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "golden     5/5 results identical to the golden model" in out
+    assert out.startswith("accuracy   ") and "MC spread  unanimous votes " in out
+
+
 @pytest.mark.parametrize("gz", [False, True], ids=["plain", "gzipped"])
 def test_read_idx(tmp_path, gz):
     import gzip

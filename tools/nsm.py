@@ -26,15 +26,16 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from firmware.image import ImageError, check_image, known_configs, read_header, read_image, write_image
+from firmware.image import (ImageError, check_image, known_configs, read_header, read_image,
+                            write_image)
 from model.config import ConfigError, NSMConfig, digits_config
 from model.params import QuantizedNSM
 
 from .client import Device, DeviceError, ProtocolError
 from .transport import DeviceTimeout, ModelTransport, SerialTransport, SimTransport
 
-__all__ = ["main", "build_parser", "open_device", "check_device_args", "load_test_set", "read_idx",
-           "vote_entropy"]
+__all__ = ["main", "build_parser", "open_device", "check_device_args", "load_test_set",
+           "read_idx", "vote_entropy", "compare_with_golden"]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -219,6 +220,12 @@ def cmd_infer(args) -> int:
     entropy = np.array([vote_entropy(v) for v in votes])
     print(f"accuracy   {np.mean(classes == labels):.4f} ({int(np.sum(classes == labels))}"
           f"/{len(labels)}) on {'IDX ' + str(args.data_dir) if args.data_dir else 'digits test'}")
+    if args.compare_golden:
+        same = compare_with_golden(args, inputs, results)
+        print(f"golden     {same}/{len(results)} results identical to the golden model "
+              f"(class, scores, votes)")
+        if same != len(results):
+            return EXIT_ERROR
     for i in range(min(args.show, len(results))):
         _print_result(i, results[i], labels[i])
     print(f"MC spread  unanimous votes {np.mean(top == 1):.3f}, mean top-vote share "
@@ -229,6 +236,22 @@ def cmd_infer(args) -> int:
         print(f"           entropy when right {entropy[right].mean():.3f} bits, when wrong "
               f"{entropy[~right].mean():.3f} bits")
     return EXIT_OK
+
+
+def compare_with_golden(args, inputs, results) -> int:
+    """How many device results equal the golden model's, LFSR states carried in order from
+    the image's seeds (so the image must have been loaded in this run, with --image)."""
+    from model.golden import run
+
+    if not args.image:
+        raise UsageError("--compare-golden needs --image (the golden model starts from the "
+                         "seeds the image loads)")
+    config = _config_from_args(args)
+    params = read_image(Path(args.image).read_bytes(), config)
+    want = run(params, inputs, trace=False)
+    return sum(int(r.cls == want.cls[i] and r.scores == tuple(int(v) for v in want.scores[i])
+                   and r.votes == tuple(int(v) for v in want.votes[i]))
+               for i, r in enumerate(results))
 
 
 def cmd_run_one(args) -> int:
@@ -321,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="folder of IDX files (default: the digits test split)")
     inf.add_argument("--limit", type=int, default=0, help="only the first N inputs")
     inf.add_argument("--show", type=int, default=3, help="print scores of the first N inputs")
+    inf.add_argument("--compare-golden", action="store_true",
+                     help="also run the golden model from the image's seeds and count the "
+                          "identical results (exit 1 if any differs)")
     _device_options(inf)
     inf.set_defaults(func=cmd_infer)
 
