@@ -113,6 +113,8 @@ def main(argv=None):
     ap.add_argument("--widths", type=lambda s: tuple(int(v) for v in s.split(",")),
                     default=WIDTHS, help="LFSR widths, e.g. 7,9,17,31")
     ap.add_argument("--seed", type=int, default=0, help="seed of the ideal-noise torch run")
+    ap.add_argument("--plot", type=Path, default=None,
+                    help="PNG of the accuracy table (with --run)")
     args = ap.parse_args(argv)
 
     if args.run:
@@ -135,8 +137,28 @@ def main(argv=None):
         print(f"\naccuracy on {len(y)} test images of {opts['dataset']}, K = {base.samples}, "
               f"noise = {base.noise}")
         print(f"{'model':30} {'accuracy':>9} {'diff':>8} {'+- se':>7}")
-        for label, acc, diff, se in accuracy_table(q, x, y, args.widths, args.seed):
+        rows = accuracy_table(q, x, y, args.widths, args.seed)
+        for label, acc, diff, se in rows:
             print(f"{label:30} {acc:9.4f} {diff:+8.4f} {se:7.4f}")
+        if args.plot:
+            _plot(rows, args.plot, f"{opts['dataset']}, K = {base.samples}, noise = {base.noise}")
+
+
+def _plot(rows, path: Path, title: str):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    labels = [r[0].replace("golden ", "") for r in rows]
+    ax.errorbar(range(len(rows)), [r[2] for r in rows], yerr=[2 * r[3] for r in rows], fmt="o")
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xticks(range(len(rows)), labels, rotation=30, ha="right")
+    ax.set_ylabel("accuracy - ideal Bernoulli (+- 2 se)")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    print(f"plot: {path}")
 
 
 if __name__ == "__main__":
