@@ -157,3 +157,14 @@ def test_cli_refuses_corrupted_image(tmp_path, params, capsys):
     bad.write_bytes(bytes(image))
     assert main(["load", str(bad), "--sim", "-q", "--baud-divisor", str(BAUD_DIVISOR)]) == 1
     assert "nsm: error: image corrupted: CRC-32 is " in capsys.readouterr().err
+
+
+def test_cli_infer_compare_golden(tmp_path, params, capsys):
+    """`infer --compare-golden` on a few held-out digits: every result equals the golden's."""
+    from tools.nsm import main
+
+    image_path = tmp_path / "digits.nsmi"
+    image_path.write_bytes(write_image(params))
+    assert main(["infer", "--sim", "--image", str(image_path), "--limit", "4", "--show", "0",
+                 "--compare-golden", "-q", "--baud-divisor", str(BAUD_DIVISOR)]) == 0
+    assert "golden     4/4 results identical to the golden model" in capsys.readouterr().out
