@@ -188,7 +188,11 @@ def build_board(config: NSMConfig, board: str, build_dir, *, baud: int = DEFAULT
     try:
         platform = spec["platform"]()
         # iCE40UP5K: multiplies into SB_MAC16, memories into SPRAM where Yosys can infer it.
-        kwargs = {"synth_opts": "-dsp -spram"} if spec["family"] == "ice40" else {}
+        # SPRAM has no initial contents, so Yosys maps no memory with an init cell to it;
+        # Amaranth writes one (all zero) even for `init=[]`. No memory of the design has
+        # initial contents (all are written before they are read), so the cells are dropped.
+        kwargs = {"synth_opts": "-dsp -spram",
+                  "script_after_read": "delete t:$meminit_v2"} if spec["family"] == "ice40" else {}
         platform.build(NSMBoardTop(config, baud), name=BOARD_TOP, build_dir=str(build_dir),
                        do_program=False, **kwargs)
     except subprocess.CalledProcessError as e:

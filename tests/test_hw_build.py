@@ -128,3 +128,17 @@ def test_nextpnr_report_parsing():
 def test_default_config_is_the_digits_network():
     args = build._parser().parse_args([])
     assert build.config_from_args(args) == digits_config()
+
+
+@pytest.mark.parametrize("config", [SMALL, digits_config()], ids=lambda c: c.name)
+def test_no_memory_has_initial_contents(config):
+    """The iCE40 build drops every `$meminit_v2` cell (SPRAM cannot be initialized): that is
+    only right while every memory's initial contents are all zero."""
+    import re
+    from amaranth.back import rtlil
+    from hw.top import NSMAccelerator
+    text = rtlil.convert(NSMAccelerator(config, 4), name="nsm_core")
+    inits = re.findall(r"cell \$meminit_v2 .*?connect \\DATA (\d+)'([01]+)", text, re.S)
+    assert inits, "no memory found"
+    for width, bits in inits:
+        assert set(bits) == {"0"}, "a memory has non-zero initial contents"
