@@ -457,3 +457,60 @@ def test_image_begin_invalidates_a_valid_image():
         assert await b.load_image(image, chunk=MAX_PAYLOAD) == Status.OK
         assert await b.command(Opcode.START) == (Status.OK, b"")
     run(scenario)
+
+
+# -- the whole core, through the serial line ------------------------------------------------------
+
+def test_accelerator_top_answers_over_the_serial_line():
+    """`NSMAccelerator` with the real engine: IDENTIFY and READ_STATUS through uart_rx/uart_tx."""
+    from hw.top import NSMAccelerator
+    dut = NSMAccelerator(CONFIG, BAUD_DIVISOR)
+    received = bytearray()
+
+    async def bench(ctx):
+        ctx.set(dut.uart_rx, 1)
+        line = {"prev": 1, "bits": None, "timer": 0, "byte": 0}
+
+        async def step():
+            _, _, tx = await ctx.tick().sample(dut.uart_tx)
+            # Decode uart_tx: find the start edge, sample mid-bit.
+            if line["bits"] is None:
+                if line["prev"] == 1 and tx == 0:
+                    line.update(bits=0, timer=BAUD_DIVISOR + BAUD_DIVISOR // 2, byte=0)
+            else:
+                line["timer"] -= 1
+                if line["timer"] == 0:
+                    if line["bits"] < 8:
+                        line["byte"] |= tx << line["bits"]
+                        line["bits"] += 1
+                        line["timer"] = BAUD_DIVISOR
+                    else:
+                        assert tx == 1, "stop bit"
+                        received.append(line["byte"])
+                        line["bits"] = None
+            line["prev"] = tx
+
+        async def send(data):
+            for byte in data:
+                for bit in [0] + [(byte >> i) & 1 for i in range(8)] + [1]:
+                    ctx.set(dut.uart_rx, bit)
+                    for _ in range(BAUD_DIVISOR):
+                        await step()
+
+        for op, payload in ((Opcode.IDENTIFY, identify_expected()),
+                            (Opcode.READ_STATUS,
+                             status_expected(DeviceState.IDLE, 0, Status.OK, 0))):
+            received.clear()
+            await send(request(op))
+            body = bytes([Status.OK.value]) + struct.pack("<H", len(payload)) + payload
+            frame = bytes([SYNC_RESPONSE]) + body + bytes([FRAME_CRC.compute(body)])
+            for _ in range(12 * BAUD_DIVISOR * (len(frame) + 4)):
+                await step()
+                if len(received) == len(frame):
+                    break
+            assert bytes(received) == frame, op
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
