@@ -302,6 +302,7 @@ async def bad_input(dut):
     await no_image(bfm, cfg, bits, "reset during a load")
 
     cases.append("START before WRITE_INPUT")
+    await reset(dut)               # inputs written above would otherwise still be there
     await load_image(bfm, good)
     await expect(bfm, request_frame(Opcode.START), Status.NO_INPUT, "START without input")
 
