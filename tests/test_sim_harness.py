@@ -20,7 +20,7 @@ from amaranth.lib.wiring import In, Out
 from hw.protocol import PROTOCOL_VERSION, Opcode, Status, frame_timeout_cycles
 from model.config import NSMConfig
 from sim import verilator as sv
-from sim.uart_bfm import parse_responses, request_frame
+from sim.uart_bfm import ResponseParser, request_frame
 
 BAUD = 8
 CYCLES_RE = re.compile(rb"nsm_harness: (\d+) cycles simulated")
@@ -95,19 +95,42 @@ def test_bad_baud_divisor():
 HAVE_CORE = importlib.util.find_spec("hw.build") is not None
 
 
+def _ask(proc, parser, frame: bytes, timeout: float = 60.0):
+    """Send one request and wait for its response (the protocol is one request at a time)."""
+    proc.stdin.write(frame)
+    proc.stdin.flush()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.5)
+        if ready:
+            got = parser.feed(os.read(proc.stdout.fileno(), 4096))
+            if got:
+                assert len(got) == 1 and not parser.buffer, f"extra bytes after {got}"
+                return got[0]
+    raise AssertionError(f"no response to {frame.hex()} within {timeout} s")
+
+
 @pytest.mark.skipif(not HAVE_CORE, reason="hw/build.py (write_verilog of nsm_core) not there yet")
 def test_identify_through_harness():
     config = NSMConfig(layer_sizes=(12, 7, 3), lanes=4, samples=2, name="harness-small")
     exe = sv.build_harness(config, baud_divisor=BAUD)
-    frames = request_frame(Opcode.IDENTIFY) + request_frame(Opcode.READ_STATUS)
-    r = subprocess.run([exe], input=frames, capture_output=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    ident, status = parse_responses(r.stdout)
-    payload = ident.expect(Status.OK)
+    proc = subprocess.Popen([exe], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    parser = ResponseParser()
+    try:
+        ident = _ask(proc, parser, request_frame(Opcode.IDENTIFY))
+        status = _ask(proc, parser, request_frame(Opcode.READ_STATUS))
+        bad = _ask(proc, parser, request_frame(Opcode.IDENTIFY, crc_xor=1))
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=60)
+    assert proc.returncode == 0
+    assert CYCLES_RE.search(proc.stderr.read())
     sizes = config.layer_sizes
     expected = struct.pack("<IBB", config.identity, PROTOCOL_VERSION, len(sizes))
     expected += b"".join(struct.pack("<H", n) for n in sizes)
     expected += struct.pack("<HH", config.lanes, config.samples)
-    assert payload == expected
+    assert ident.expect(Status.OK) == expected
     st = status.expect(Status.OK)
     assert st[1] == 0, "no image is valid after reset"
+    assert bad.status == Status.BAD_CRC.value
