@@ -60,6 +60,7 @@ class TrainOptions:
     out: str | None = None
     resume: str | None = None
     limit_train: int | None = None
+    plots: bool = False
     progress: bool = True
 
     def __post_init__(self):
@@ -181,7 +182,7 @@ def train_model(opts: TrainOptions | None = None, **kw):
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
             correct += int((logits.argmax(1) == y_tr[idx]).sum())
             preact_trace.append(_percentiles(model.last_hidden_preact()))
         test_acc = evaluate_mc(model, x_te, y_te, 1)
@@ -204,6 +205,9 @@ def train_model(opts: TrainOptions | None = None, **kw):
     if opts.model == "nsm" and opts.dist == "bernoulli":
         metrics["quantized"] = _quantize_and_evaluate(model, opts, x_te, y_te, run_dir)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    if opts.plots:
+        from .plots import plot_runs
+        plot_runs([run_dir], run_dir)
     return model, metrics
 
 
@@ -255,6 +259,9 @@ def parse_args(argv=None) -> TrainOptions:
     ap.add_argument("--out", default=None, help="run directory (default runs/<name>)")
     ap.add_argument("--resume", default=None, help="checkpoint.pt to continue")
     ap.add_argument("--limit-train", type=int, default=None, help="use the first N images")
+    ap.add_argument("--plots", action="store_true",
+                    help="also write accuracy_vs_k.png and preact_percentiles.png to the run "
+                         "directory (python -m model.plots compares runs)")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
     try:
@@ -264,7 +271,8 @@ def parse_args(argv=None) -> TrainOptions:
                             epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
                             weight_bits=a.weight_bits, eval_samples=a.eval_samples,
                             name=a.name, out=a.out, resume=a.resume,
-                            limit_train=a.limit_train, progress=not a.no_progress)
+                            limit_train=a.limit_train, plots=a.plots,
+                            progress=not a.no_progress)
     except ValueError as e:
         ap.error(str(e))
 
@@ -273,7 +281,7 @@ def main(argv=None) -> int:
     opts = parse_args(argv)
     try:
         _, metrics = train_model(opts)
-    except datamod.DataError as e:
+    except (datamod.DataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"run: {opts.run_dir}")
