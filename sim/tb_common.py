@@ -95,7 +95,7 @@ class TraceMonitor:
                     self.scoreboard.trace(self.image, payload)
                     self.payloads += 1
                     await FallingEdge(dut.clk)
-        except BaseException as e:     # reported by check(); the monitor stops here
+        except Exception as e:         # reported by check(); cancellation passes through
             self.error = e
 
     def check(self):
