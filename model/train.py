@@ -60,6 +60,10 @@ class TrainOptions:
     out: str | None = None
     resume: str | None = None
     limit_train: int | None = None
+    # NSM runs: quantize and evaluate the integer model (exact per-synapse sampling, slow on
+    # large sets) at the K of eval_samples up to quantized_max_k.
+    quantize: bool = True
+    quantized_max_k: int = 16
     plots: bool = False
     progress: bool = True
 
@@ -202,7 +206,7 @@ def train_model(opts: TrainOptions | None = None, **kw):
                "preact_percentiles": preact_trace,
                "test_accuracy": {str(k): evaluate_mc(model, x_te, y_te, k)
                                  for k in opts.eval_samples}}
-    if opts.model == "nsm" and opts.dist == "bernoulli":
+    if opts.model == "nsm" and opts.dist == "bernoulli" and opts.quantize:
         metrics["quantized"] = _quantize_and_evaluate(model, opts, x_te, y_te, run_dir)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     if opts.plots:
@@ -220,7 +224,7 @@ def _quantize_and_evaluate(model, opts, x_te, y_te, run_dir) -> dict:
                        p_bits=p_bits, p_keep=p_keep, name=opts.run_name)
     q, report = quantize_nsm(model, config)
     q.save(run_dir / "quantized.npz")
-    ks = [k for k in opts.eval_samples if k <= 16] or [opts.eval_samples[0]]
+    ks = [k for k in opts.eval_samples if k <= opts.quantized_max_k] or [opts.eval_samples[0]]
     acc = {str(k): evaluate_quantized_torch(q, x_te.numpy(), y_te.numpy(), k, opts.seed)
            for k in ks}
     return {"config": config.to_dict(), "report": report, "test_accuracy": acc}
