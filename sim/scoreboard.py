@@ -25,7 +25,7 @@ class Mismatch(AssertionError):
     """The device differs from the golden model; the message says where and the seed."""
 
 
-# -- decoding flat bit vectors with the shared layouts ----------------------------------------------
+# -- decoding flat bit vectors with the shared layouts ---------------------------------------------
 
 def _width(shape) -> int:
     return shape.size if isinstance(shape, data.Layout) else Shape.cast(shape).width
@@ -75,7 +75,7 @@ def parse_result_payload(config: NSMConfig, payload: bytes) -> dict:
     return {"cls": cls, "scores": scores, "votes": votes, "cycles": cycles}
 
 
-# -- inputs -----------------------------------------------------------------------------------------
+# -- inputs ----------------------------------------------------------------------------------------
 
 def input_payload(config: NSMConfig, bits) -> bytes:
     """WRITE_INPUT payload / input_wr bytes: bit j of the input is bit j % 8 of byte j // 8."""
@@ -104,7 +104,7 @@ def _z_bit(z) -> int:
     return 1 if int(z) > 0 else 0
 
 
-# -- the scoreboard ---------------------------------------------------------------------------------
+# -- the scoreboard --------------------------------------------------------------------------------
 
 class Scoreboard:
     """Expected values of `golden.run(params, inputs)` and the bookkeeping of comparisons.
