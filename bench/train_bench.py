@@ -134,7 +134,7 @@ def bench_fashion(args, out: dict, runs_dir: Path):
         opts = _opts(args, dataset="fashion-mnist", data_dir=args.data_dir, model=model,
                      hidden=hidden, encoding="threshold", levels=1, epochs=epochs,
                      limit_train=limit, eval_samples=(1, 16, 100), lr=args.fashion_lr,
-                     quantize=False,
+                     quantize=False, limit_test=args.fashion_test_limit,
                      out=str(runs_dir / f"fashion-{model}"))
         models[label], rows[label] = trainmod.train_model(opts)
         rows[label]["_opts"] = opts
@@ -147,7 +147,9 @@ def bench_fashion(args, out: dict, runs_dir: Path):
         torch.manual_seed(args.seed + 2)
         scaled[label] = trainmod.evaluate_mc(model, x_te, y_te, 16)
     print(f"\n## Fashion-MNIST 784-300-300-300-10, threshold inputs, {epochs} epoch(s)"
-          f"{f' on {limit} training images' if limit else ''}, seed {args.seed}")
+          f"{f' on {limit} training images' if limit else ''}"
+          f"{f', first {args.fashion_test_limit} test images' if args.fashion_test_limit else ''}"
+          f", seed {args.seed}")
     print(f"{'model':14s} {'K=1':>6s}  {'K=16':>6s}  {'K=100':>6s}   (test error %)   "
           f"K=16 with weights x0.1")
     for label, m in rows.items():
@@ -172,6 +174,8 @@ def main(argv=None) -> int:
     ap.add_argument("--fashion-epochs", type=int, default=None)
     ap.add_argument("--fashion-limit", type=int, default=None,
                     help="train on the first N Fashion-MNIST images (default: all; 10000 quick)")
+    ap.add_argument("--fashion-test-limit", type=int, default=None,
+                    help="evaluate on the first N Fashion-MNIST test images (default: all)")
     ap.add_argument("--fashion-lr", type=float, default=1e-3)
     ap.add_argument("--data-dir", default=None, help="Fashion-MNIST IDX directory (default: "
                     "/usr/share/datasets/fashion-mnist)")

@@ -60,6 +60,7 @@ class TrainOptions:
     out: str | None = None
     resume: str | None = None
     limit_train: int | None = None
+    limit_test: int | None = None
     # NSM runs: quantize and evaluate the integer model (exact per-synapse sampling, slow on
     # large sets) at the K of eval_samples up to quantized_max_k.
     quantize: bool = True
@@ -94,6 +95,8 @@ def prepare_data(opts: TrainOptions):
     x_tr, y_tr, x_te, y_te = datamod.load_dataset(opts.dataset, opts.data_dir, seed=0)
     if opts.limit_train:
         x_tr, y_tr = x_tr[:opts.limit_train], y_tr[:opts.limit_train]
+    if opts.limit_test:
+        x_te, y_te = x_te[:opts.limit_test], y_te[:opts.limit_test]
     enc = lambda x: torch.from_numpy(datamod.encode(x, opts.encoding, opts.levels))
     return enc(x_tr), torch.from_numpy(y_tr), enc(x_te), torch.from_numpy(y_te)
 
