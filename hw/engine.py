@@ -51,9 +51,15 @@ class NSMEngine(wiring.Component):
     @classmethod
     def cycles_per_inference(cls, config: NSMConfig) -> int:
         """`result.cycles` of one inference (done cycle - start cycle), see docs/engine.md:
-        K samples, one more drain cycle for the last logits, the final argmax (one cycle per
-        class) and the start and done cycles."""
-        return config.samples * cls.cycles_per_sample(config) + 1 + config.n_classes + 1
+        K samples, one more drain cycle for the last logits, the levels of the per-sample
+        argmax tree, the final argmax (one cycle per class) and the start and done cycles."""
+        return (config.samples * cls.cycles_per_sample(config) + 1 + cls.argmax_levels(config)
+                + config.n_classes + 1)
+
+    @staticmethod
+    def argmax_levels(config: NSMConfig) -> int:
+        """Registered levels of the per-sample argmax tree over the lanes: ceil(log2(lanes))."""
+        return (config.lanes - 1).bit_length()
 
     @classmethod
     def lane_utilization(cls, config: NSMConfig) -> float:
@@ -231,35 +237,48 @@ class NSMEngine(wiring.Component):
             g_c, k_c = divmod(c, cfg.lanes)
             with m.If(output_group & (e3_group == g_c)):
                 m.d.sync += scores[c].eq(scores[c] + lanes[k_c].u)
-        # The sample's argmax runs over the groups in order; strict > keeps the lowest index.
+        # The sample's argmax, pipelined so that no path runs through all the lanes: a tree of
+        # registered pairwise compares over the group's lanes (the lower lane wins ties), then
+        # a merge with the best of the earlier groups (strict >: the earlier group wins ties),
+        # which is the golden model's lowest-index argmax. The winner votes in the merge cycle
+        # of the last group.
+        lane_bits = range(max(cfg.lanes, 2))
+        level = []              # (u, lane, exists) per candidate; a lane past the classes
+        for k, lane in enumerate(lanes):                       # exists only in other groups
+            exists = (e3_group != out_last_group) | Const(k < n_cls - out_last_group * cfg.lanes)
+            level.append((lane.u, Const(k, lane_bits), exists))
+        tree_valid, tree_group, tree_busy = output_group, e3_group, Const(0)
+        for depth in range(self.argmax_levels(cfg)):
+            pairs = [level[n:n + 2] for n in range(0, len(level), 2)]
+            level = []
+            for n, pair in enumerate(pairs):
+                u = Signal(signed(cfg.u_bits), name=f"argmax{depth}_u{n}")
+                idx = Signal(lane_bits, name=f"argmax{depth}_lane{n}")
+                ex = Signal(name=f"argmax{depth}_exists{n}")
+                (lu, ll, le), (ru, rl, rex) = pair[0], pair[-1]
+                take_right = rex & (~le | (ru > lu)) if len(pair) == 2 else Const(0)
+                m.d.sync += [u.eq(Mux(take_right, ru, lu)), idx.eq(Mux(take_right, rl, ll)),
+                             ex.eq(le | rex)]
+                level.append((u, idx, ex))
+            level_valid = Signal(name=f"argmax{depth}_valid")
+            level_group = Signal(16, name=f"argmax{depth}_group")
+            m.d.sync += [level_valid.eq(tree_valid), level_group.eq(tree_group)]
+            tree_valid, tree_group = level_valid, level_group
+            tree_busy = tree_busy | level_valid
+        (group_u, group_lane, _), = level       # lane 0 always exists: so does the winner
         best_u = Signal(signed(cfg.u_bits))
         best_group = Signal(16)
-        best_lane = Signal(range(max(cfg.lanes, 2)))
-        have = e3_group != 0
-        cand_u, cand_group, cand_lane = best_u, best_group, best_lane
-        for k, lane in enumerate(lanes):
-            # Lanes past the classes exist only in the last group.
-            exists = (e3_group != out_last_group) | Const(k < n_cls - out_last_group * cfg.lanes)
-            take = Signal(name=f"argmax_take{k}")
-            m.d.comb += take.eq(exists & (~have | (lane.u > cand_u)))
-            # One signal per step: the chain would otherwise double its expression each lane.
-            next_u = Signal.like(best_u, name=f"argmax_u{k}")
-            next_group = Signal.like(best_group, name=f"argmax_group{k}")
-            next_lane = Signal.like(best_lane, name=f"argmax_lane{k}")
-            next_have = Signal(name=f"argmax_have{k}")
-            m.d.comb += [
-                next_u.eq(Mux(take, lane.u, cand_u)),
-                next_group.eq(Mux(take, e3_group, cand_group)),
-                next_lane.eq(Mux(take, k, cand_lane)),
-                next_have.eq(have | exists),
-            ]
-            cand_u, cand_group, cand_lane, have = next_u, next_group, next_lane, next_have
-        with m.If(output_group):
-            m.d.sync += [best_u.eq(cand_u), best_group.eq(cand_group), best_lane.eq(cand_lane)]
-            with m.If(e3_group == out_last_group):
+        best_lane = Signal(lane_bits)
+        take = (tree_group == 0) | (group_u > best_u)
+        win_group = Mux(take, tree_group, best_group)
+        win_lane = Mux(take, group_lane, best_lane)
+        with m.If(tree_valid):
+            m.d.sync += [best_u.eq(Mux(take, group_u, best_u)), best_group.eq(win_group),
+                         best_lane.eq(win_lane)]
+            with m.If(tree_group == out_last_group):
                 for c in range(n_cls):
                     g_c, k_c = divmod(c, cfg.lanes)
-                    with m.If((cand_group == g_c) & (cand_lane == k_c)):
+                    with m.If((win_group == g_c) & (win_lane == k_c)):
                         m.d.sync += votes[c].eq(votes[c] + 1)
 
         # -- result registers ----------------------------------------------------------------
@@ -324,7 +343,8 @@ class NSMEngine(wiring.Component):
                         m.d.sync += [sample.eq(sample + 1), w_addr.eq(0), p_addr.eq(0),
                                      *restart_layer(0)]
                         m.next = "RUN"
-                    with m.Elif(~e_valid[2]):  # the last logits are in the scores
+                    # The last logits are in the scores and the last vote is counted.
+                    with m.Elif(~e_valid[2] & ~tree_busy):
                         m.d.sync += [cls_index.eq(1), best_score.eq(scores[0]),
                                      result_cls.eq(0)]
                         m.next = "ARGMAX"

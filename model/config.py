@@ -337,8 +337,13 @@ THERMOMETER_LEVELS_DIGITS = 4
 
 
 def digits_config(**overrides) -> NSMConfig:
-    """The embedded default: the digits network 64*k-100-100-10 with k thermometer levels."""
-    base = dict(layer_sizes=(64 * THERMOMETER_LEVELS_DIGITS, 100, 100, 10), name="digits")
+    """The embedded default: the digits network 64*k-100-100-10 with k thermometer levels.
+
+    Four lanes: the most that fits the iCEBreaker's UP5K (docs/hardware.md), so that one
+    default serves both boards; the ECP5-85F takes many more (`python -m hw.build --lanes`).
+    """
+    base = dict(layer_sizes=(64 * THERMOMETER_LEVELS_DIGITS, 100, 100, 10), lanes=4,
+                name="digits")
     base.update(overrides)
     return NSMConfig(**base)
 
