@@ -51,7 +51,7 @@ def _opts(args, **kw) -> trainmod.TrainOptions:
 # -- digits ---------------------------------------------------------------------------------------
 
 def bench_digits(args, out: dict, runs_dir: Path):
-    epochs = args.digits_epochs or (10 if args.quick else 40)
+    epochs = args.digits_epochs or (10 if args.quick else trainmod.TrainOptions().epochs)
     rows = {}
     for label, model in (("bNSM", "nsm"), ("MLP (relu)", "mlp")):
         opts = _opts(args, dataset="digits", model=model, hidden=(100, 100),

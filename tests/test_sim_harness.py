@@ -18,7 +18,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.protocol import PROTOCOL_VERSION, Opcode, Status, frame_timeout_cycles
-from model.config import NSMConfig
+from model.config import digits_config
 from sim import verilator as sv
 from sim.uart_bfm import ResponseParser, request_frame
 
@@ -112,7 +112,9 @@ def _ask(proc, parser, frame: bytes, timeout: float = 60.0):
 
 @pytest.mark.skipif(not HAVE_CORE, reason="hw/build.py (write_verilog of nsm_core) not there yet")
 def test_identify_through_harness():
-    config = NSMConfig(layer_sizes=(12, 7, 3), lanes=4, samples=2, name="harness-small")
+    # The digits configuration: the host-tool tests (test_tool_sim.py) build the same harness,
+    # so the suite compiles it once.
+    config = digits_config()
     exe = sv.build_harness(config, baud_divisor=BAUD)
     proc = subprocess.Popen([exe], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)

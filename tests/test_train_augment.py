@@ -41,8 +41,11 @@ def test_non_square_inputs_are_refused():
         shift_images(torch.zeros(2, 30), 1, 3, torch.Generator())
 
 
-def test_default_shift_per_dataset():
-    assert TrainOptions().augment_shift == 1
-    assert TrainOptions(dataset="fashion-mnist").augment_shift == 0
+def test_training_noise_defaults_and_bounds():
+    assert TrainOptions().augment_shift == 0
+    assert TrainOptions().input_flip == 0.1
+    assert TrainOptions(dataset="fashion-mnist").input_flip == 0.0
     with pytest.raises(ValueError, match=r"augment_shift: must be >= 0, got -1"):
         TrainOptions(augment_shift=-1)
+    with pytest.raises(ValueError, match=r"input_flip: must be in \[0, 0.5\), got 0.5"):
+        TrainOptions(input_flip=0.5)

@@ -54,6 +54,15 @@ def _stage(name: str):
     print(f"\n== {name}", flush=True)
 
 
+def _report_identity(report: dict) -> int | None:
+    """The configuration identity a board report was built for (None if it does not say)."""
+    from model.config import NSMConfig
+    try:
+        return NSMConfig(**report["config_json"]).identity
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def _board_reports(config, build_boards: bool) -> dict:
     """Resources and Fmax per board: built now (--boards), or from an earlier hw.build run."""
     from hw.build import BOARDS, build_board
@@ -68,11 +77,16 @@ def _board_reports(config, build_boards: bool) -> dict:
             except SystemExit as e:       # toolchain missing: say so in the report
                 reports[board] = {"missing": str(e)}
                 continue
-        if path.exists():
-            reports[board] = json.loads(path.read_text())
+        # Any earlier build of this very configuration (the identity, not the folder, decides).
+        built = [r for r in map(lambda f: json.loads(f.read_text()),
+                                sorted(Path("build").glob(f"{board}/*/report.json")))
+                 if _report_identity(r) == config.identity]
+        if built:
+            reports[board] = built[0]
         else:
-            reports[board] = {"missing": f"not built; run: python -m hw.build --board {board} "
-                                         f"(needs pip install -e '.[boards]')"}
+            reports[board] = {"missing": f"no build of {config.identity:08x} yet; run: python -m "
+                                         f"hw.build --board {board} (needs pip install -e "
+                                         f"'.[boards]')"}
     return reports
 
 
