@@ -54,17 +54,28 @@ def _run_script(name: str, args: list[str]) -> tuple[str, float]:
     return "".join(lines), time.monotonic() - t
 
 
-def _cycles_table(board_fmax: dict) -> str:
-    """Cycles per inference measured on the Verilator model of each network."""
+def _report_config(rep: dict):
+    """The NSMConfig a board report was built for, or None."""
+    from model.config import NSMConfig
+    try:
+        return NSMConfig(**rep["config_json"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _cycles_table(board_reports: list[dict]) -> str:
+    """Cycles per inference measured on the Verilator model of each network, and what they
+    imply at the Fmax of each board built for that very configuration (same identity)."""
     from model.config import digits_config, paper_config
     from model.params import QuantizedNSM
     from firmware.image import write_image
     from tools.client import Device
     from tools.transport import SimTransport
 
+    boards = sorted({rep["board"] for rep in board_reports})
     rows = ["| network | lanes | K | cycles/inference | cycles/sample | ideal/sample | "
-            "utilization | " + " | ".join(f"inf/s @ {b}" for b in board_fmax) + " |",
-            "|---|---|---|---|---|---|---|" + "---|" * len(board_fmax)]
+            "utilization | " + " | ".join(f"inf/s @ {b} Fmax" for b in boards) + " |",
+            "|---|---|---|---|---|---|---|" + "---|" * len(boards)]
     rng = np.random.default_rng(0)
     for config in (digits_config(), paper_config(samples=4)):
         print(f"\n== cycles on the simulated accelerator: {config.describe()}", flush=True)
@@ -74,7 +85,11 @@ def _cycles_table(board_fmax: dict) -> str:
             x = rng.choice([-1, 1], size=config.n_inputs)
             cycles = device.infer(x).cycles
         per_sample = cycles / config.samples
-        ips = [f"{fmax * 1e6 / cycles:.0f}" if fmax else "-" for fmax in board_fmax.values()]
+        ips = []
+        for board in boards:
+            fmax = [rep.get("fmax_mhz") for rep in board_reports if rep["board"] == board
+                    and getattr(_report_config(rep), "identity", None) == config.identity]
+            ips.append(f"{fmax[0] * 1e6 / cycles:.0f}" if fmax and fmax[0] else "not built")
         rows.append(f"| {'-'.join(map(str, config.layer_sizes))} | {config.lanes} | "
                     f"{config.samples} | {cycles} | {per_sample:.1f} | "
                     f"{config.ideal_cycles_per_sample} | "
@@ -83,23 +98,26 @@ def _cycles_table(board_fmax: dict) -> str:
     return "\n".join(rows) + "\n"
 
 
-def _board_table() -> tuple[str, dict]:
-    """Resource/Fmax reports that `python -m hw.build --board ...` left in build/."""
-    reports = sorted(ROOT.glob("build/*/*/report.json"))
-    fmax = {}
-    rows = ["| board | configuration | resources | Fmax (MHz) |", "|---|---|---|---|"]
-    for path in reports:
-        rep = json.loads(path.read_text())
+def _board_table() -> tuple[str, list[dict]]:
+    """Resource/Fmax reports that `python -m hw.build --board ...` left in build/, with the
+    inferences per second that the verified cycle formula gives at each Fmax."""
+    from hw.engine import NSMEngine
+    reports = [json.loads(p.read_text()) for p in sorted(ROOT.glob("build/*/*/report.json"))]
+    rows = ["| board | configuration | resources | Fmax (MHz) | timing met | inferences/s at "
+            "Fmax |", "|---|---|---|---|---|---|"]
+    for rep in reports:
         res = ", ".join(f"{k} {v['used']}/{v['total']}" for k, v in rep.get("resources",
-                                                                            {}).items())
+                                                                            {}).items()
+                        if v.get("used"))
+        config = _report_config(rep)
+        ips = (f"{rep['fmax_mhz'] * 1e6 / NSMEngine.cycles_per_inference(config):.0f}"
+               if config and rep.get("fmax_mhz") else "-")
         rows.append(f"| {rep.get('board')} | {rep.get('config')} | {res} | "
-                    f"{rep.get('fmax_mhz')} |")
-        if "digits" in path.parent.name and rep.get("fmax_mhz"):
-            fmax[rep["board"]] = rep["fmax_mhz"]
+                    f"{rep.get('fmax_mhz')} | {rep.get('timing_met', '-')} | {ips} |")
     if not reports:
         rows.append("| (none) | build them with `python -m hw.build --board icebreaker` and "
-                    "`--board ulx3s-85f` (needs `pip install -e '.[boards]'`) | | |")
-    return "\n".join(rows) + "\n", fmax
+                    "`--board ulx3s-85f` (needs `pip install -e '.[boards]'`) | | | | |")
+    return "\n".join(rows) + "\n", reports
 
 
 def main(argv=None) -> int:
@@ -121,8 +139,8 @@ def main(argv=None) -> int:
         out, seconds = _run_script(script, script_args)
         sections.append(f"## {title}\n\n`python bench/{script} {' '.join(script_args)}` "
                         f"({seconds:.0f} s)\n\n```\n{out.rstrip()}\n```\n")
-    boards, fmax = _board_table()
-    cycles = _cycles_table(fmax)
+    boards, reports = _board_table()
+    cycles = _cycles_table(reports)
     sections.append("## Cycles per inference against the ideal\n\n" + cycles)
     sections.append("## Resources and Fmax per board\n\n" + boards)
 
