@@ -51,6 +51,34 @@ def test_backward_is_gradient_of_erf_probability(sharing, gen):
 
 
 @pytest.mark.parametrize("sharing", SHARINGS)
+def test_hand_written_backward_equals_autograd_of_the_layer_maths(sharing, gen):
+    """NSMLinear's fused training path (_NSMLinearSample) against autograd through the generic
+    `_NSMBase.forward`: the same states from the same random stream, the same v, and the same
+    gradients of weight, beta, bias_n and the input (float64, so the tolerance is rounding)."""
+    from model.nsm import _NSMBase
+    layer = NSMLinear(37, 11, NoiseSpec("bernoulli", 0.5), sharing).double()
+    with torch.no_grad():
+        layer.beta.copy_(torch.rand(11, generator=gen, dtype=torch.float64) + 0.5)
+        layer.bias_n.copy_(torch.randn(11, generator=gen, dtype=torch.float64) * 0.3)
+    z = _pm1((17, 37), gen).double().requires_grad_()
+    upstream = torch.randn(17, 11, generator=gen, dtype=torch.float64)
+    results = []
+    for forward in (NSMLinear.forward, _NSMBase.forward):
+        layer.zero_grad()
+        z.grad = None
+        torch.manual_seed(SEED)
+        out = forward(layer, z)
+        (out * upstream).sum().backward()
+        results.append((out.detach(), layer.last_preact.clone(), z.grad.clone(),
+                        *(getattr(layer, n).grad.clone() for n in ("weight", "beta", "bias_n"))))
+    fused, reference = results
+    assert torch.equal(fused[0], reference[0]), f"seed {SEED}: sampled states differ"
+    for name, got, expected in zip(("v", "dz", "dweight", "dbeta", "dbias_n"), fused[1:],
+                                   reference[1:]):
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize("sharing", SHARINGS)
 def test_conv_shapes_and_gradients(sharing, gen):
     layer = NSMConv2d(3, 4, 3, padding=1, sharing=sharing)
     z = _pm1((2, 3, 6, 6), gen)
