@@ -1,7 +1,5 @@
 """The host client against the software model of the device (ModelTransport): fast."""
 
-import importlib.util
-
 import numpy as np
 import pytest
 
@@ -15,8 +13,6 @@ from tools.transport import DeviceTimeout, ModelTransport, Transport
 SEED = 611
 CONFIG = NSMConfig((20, 9, 5, 3), lanes=4, samples=6, name="tiny")
 OTHER = NSMConfig((20, 9, 5, 3), lanes=4, samples=7, name="tiny-k7")
-HAVE_GOLDEN = importlib.util.find_spec("model.golden") is not None
-needs_golden = pytest.mark.skipif(not HAVE_GOLDEN, reason="model/golden.py not written yet")
 
 
 def _params(config=CONFIG, seed=SEED):
@@ -142,7 +138,6 @@ def test_damaged_response_detected():
         Device(Garbling(CONFIG)).identify()
 
 
-@needs_golden
 def test_infer_matches_golden_and_keeps_states():
     from model.golden import run
 
@@ -271,7 +266,6 @@ def test_cli_usage_errors_exit_2(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
-@needs_golden
 def test_cli_bench_and_run_one_on_model_device(model_file, tmp_path, capsys):
     from tools.nsm import main
 
@@ -285,7 +279,6 @@ def test_cli_bench_and_run_one_on_model_device(model_file, tmp_path, capsys):
     assert "  votes  " in capsys.readouterr().out
 
 
-@needs_golden
 def test_cli_infer_compare_golden_on_model_device(tmp_path, monkeypatch, capsys):
     """infer on a stand-in data set (the data module is another engineer's)."""
     import tools.nsm as nsm

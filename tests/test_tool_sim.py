@@ -6,8 +6,6 @@ golden model's. Damaged and mismatched images are refused by the tool, and when 
 by the device with the right status, after which the device still serves a good image.
 """
 
-import importlib.util
-
 import numpy as np
 import pytest
 
@@ -21,12 +19,6 @@ SEED = 6006
 BAUD_DIVISOR = 8
 N_IMAGES = 6
 
-_missing = [m for m in ("hw.build", "model.golden", "sim.verilator")
-            if importlib.util.find_spec(m) is None]
-pytestmark = pytest.mark.skipif(bool(_missing), reason=f"needs {', '.join(_missing)} "
-                                                       f"(not written yet)")
-
-
 def _golden_one(params, x, states):
     from model.golden import run
 
@@ -36,14 +28,11 @@ def _golden_one(params, x, states):
 
 
 def _held_out_inputs(config, n):
-    """Held-out digits inputs when the data module exists, else seeded random ±1 inputs."""
-    if importlib.util.find_spec("model.data") is not None:
-        from tools.nsm import load_test_set
+    """The first n held-out digits test inputs, as the host tool reads them."""
+    from tools.nsm import load_test_set
 
-        inputs, _ = load_test_set(config.n_inputs)
-        return inputs[:n]
-    rng = np.random.default_rng(SEED)
-    return rng.choice(np.array([-1, 1]), size=(n, config.n_inputs))
+    inputs, _ = load_test_set(config.n_inputs)
+    return inputs[:n]
 
 
 @pytest.fixture(scope="module")
@@ -168,3 +157,21 @@ def test_cli_infer_compare_golden(tmp_path, params, capsys):
     assert main(["infer", "--sim", "--image", str(image_path), "--limit", "4", "--show", "0",
                  "--compare-golden", "-q", "--baud-divisor", str(BAUD_DIVISOR)]) == 0
     assert "golden     4/4 results identical to the golden model" in capsys.readouterr().out
+
+
+def test_cli_trained_digits_image_every_held_out_image_equals_golden(tmp_path, capsys):
+    """The trained digits model (sim.testing.digits_model, trained by model.train) as a weight
+    image, loaded by the host tool into the simulated accelerator: all 360 held-out digits test
+    images, each one's class, scores and votes equal to the golden model's."""
+    from sim.testing import digits_model, digits_test_inputs
+    from tools.nsm import main
+
+    params = digits_model()
+    _, labels = digits_test_inputs(params.config)
+    image_path = tmp_path / "digits-trained.nsmi"
+    image_path.write_bytes(write_image(params))
+    assert main(["infer", "--sim", "--image", str(image_path), "--show", "0",
+                 "--compare-golden", "-q", "--baud-divisor", str(BAUD_DIVISOR)]) == 0
+    out = capsys.readouterr().out
+    assert len(labels) == 360
+    assert f"golden     {len(labels)}/{len(labels)} results identical to the golden model" in out
