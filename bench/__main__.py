@@ -126,11 +126,19 @@ def main(argv=None) -> int:
                    help="skip the Fashion-MNIST training table (the longest part)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS.md",
                    help="Markdown file for the results (default bench/RESULTS.md)")
+    p.add_argument("--fashion-epochs", type=int, default=None,
+                   help="Fashion-MNIST training epochs (default: bench/train_bench.py's)")
+    p.add_argument("--fashion-limit", type=int, default=None,
+                   help="train on the first N Fashion-MNIST images (default: all 60,000)")
     args = p.parse_args(argv)
 
     started = datetime.datetime.now(datetime.timezone.utc)
     sections = []
     train_args = ["--quick"] if args.quick else []
+    if args.fashion_epochs:
+        train_args += ["--fashion-epochs", str(args.fashion_epochs)]
+    if args.fashion_limit:
+        train_args += ["--fashion-limit", str(args.fashion_limit)]
     for title, script, script_args in (
             ("Training: step time, digits and Fashion-MNIST accuracy", "train_bench.py",
              train_args),
@@ -147,7 +155,7 @@ def main(argv=None) -> int:
     header = (f"# Benchmark results\n\n- date: {started.isoformat(timespec='seconds')}\n"
               f"- machine: {platform.node()}, {platform.machine()}, {os.cpu_count()} cores, "
               f"Python {platform.python_version()}\n- command: `python -m bench "
-              f"{'--quick' if args.quick else ''}`\n\n")
+              f"{' '.join(sys.argv[1:] if argv is None else argv)}`\n\n")
     args.out.write_text(header + "\n".join(sections))
     print(f"\nresults written to {args.out}")
     return 0
