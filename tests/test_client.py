@@ -226,7 +226,7 @@ def model_file(tmp_path):
 def test_cli_export_info_load(model_file, tmp_path, capsys):
     from tools.nsm import main
 
-    image = tmp_path / "tiny.nsmi"
+    image = tmp_path / "images" / "tiny.nsmi"      # a folder that does not exist yet
     assert main(["export", str(model_file), "-o", str(image)]) == 0
     assert image.read_bytes() == write_image(_params())
     assert main(["info", str(image), "--model", str(model_file)]) == 0

@@ -157,6 +157,7 @@ def cmd_export(args) -> int:
     params = QuantizedNSM.load(args.model)
     image = write_image(params)
     out = Path(args.output or Path(args.model).with_suffix(".nsmi"))
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(image)
     print(f"wrote {out}: {len(image)} bytes for {params.config.describe()}")
     return EXIT_OK
