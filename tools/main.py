@@ -271,6 +271,8 @@ def _plot_accuracy(path: Path, report: dict) -> None:
                        ("golden model (LFSR)", report["golden_accuracy_by_K"])):
         ks = sorted(int(k) for k in acc)
         ax.plot(ks, [acc[k] if k in acc else acc[str(k)] for k in ks], marker="o", label=label)
+    ax.plot([report["samples_K"]], [report["rtl_accuracy"]], marker="*", markersize=14,
+            linestyle="none", color="black", label="RTL (Verilator)")
     ax.set_xscale("log")
     ax.set_xlabel("Monte-Carlo samples K")
     ax.set_ylabel("test accuracy")
