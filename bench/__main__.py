@@ -134,7 +134,10 @@ def main(argv=None) -> int:
 
     started = datetime.datetime.now(datetime.timezone.utc)
     sections = []
-    train_args = ["--quick"] if args.quick else []
+    # The training bench also draws accuracy against K and the pre-activation percentiles of
+    # bNSM against StNN (paper Fig. 2) beside the results file.
+    plots = args.out.parent / "plots"
+    train_args = (["--quick"] if args.quick else []) + ["--plots", str(plots)]
     if args.fashion_epochs:
         train_args += ["--fashion-epochs", str(args.fashion_epochs)]
     if args.fashion_limit:
@@ -151,6 +154,10 @@ def main(argv=None) -> int:
     cycles = _cycles_table(reports)
     sections.append("## Cycles per inference against the ideal\n\n" + cycles)
     sections.append("## Resources and Fmax per board\n\n" + boards)
+    figures = sorted(plots.glob("*.png"))
+    if figures:
+        sections.append("## Plots\n\n" + "\n".join(
+            f"![{f.stem}]({f.relative_to(args.out.parent).as_posix()})" for f in figures) + "\n")
 
     header = (f"# Benchmark results\n\n- date: {started.isoformat(timespec='seconds')}\n"
               f"- machine: {platform.node()}, {platform.machine()}, {os.cpu_count()} cores, "
