@@ -39,15 +39,20 @@ def _run_script(name: str, args: list[str]) -> tuple[str, float]:
         return f"({name} is not in this checkout)\n", 0.0
     print(f"\n== {name} {' '.join(args)}", flush=True)
     t = time.monotonic()
-    proc = subprocess.Popen([sys.executable, str(path), *args], cwd=ROOT, text=True,
+    proc = subprocess.Popen([sys.executable, str(path), *args], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    lines = []
-    for line in proc.stdout:
-        # Progress bars redraw with \r; keep their last state only.
-        line = line.split("\r")[-1]
-        print(line, end="", flush=True)
-        lines.append(line)
+    # Echo the raw bytes (progress bars redraw in place with \r on the console); keep only the
+    # last state of each redrawn line for the results file.
+    chunks = []
+    while data := proc.stdout.read1(65536):
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        chunks.append(data)
+    text = b"".join(chunks).decode(errors="replace")
+    lines = [line.split("\r")[-1].rstrip() + "\n" for line in text.split("\n")]
+    lines = [line for i, line in enumerate(lines)
+             if line.strip() or (i and lines[i - 1].strip())]     # no runs of blank lines
     code = proc.wait()
     if code != 0:
         lines.append(f"({name} exited with {code})\n")
@@ -77,7 +82,14 @@ def _cycles_table(board_reports: list[dict]) -> str:
             "utilization | " + " | ".join(f"inf/s @ {b} Fmax" for b in boards) + " |",
             "|---|---|---|---|---|---|---|" + "---|" * len(boards)]
     rng = np.random.default_rng(0)
-    for config in (digits_config(), paper_config(samples=4)):
+    # The two built-in networks, and every configuration a board was built for (its Fmax then
+    # gives a real inference rate).
+    configs = {c.identity: c for c in (digits_config(), paper_config(samples=4))}
+    for rep in board_reports:
+        config = _report_config(rep)
+        if config is not None:
+            configs.setdefault(config.identity, config)
+    for config in configs.values():
         print(f"\n== cycles on the simulated accelerator: {config.describe()}", flush=True)
         params = QuantizedNSM.random(config, rng)
         with Device(SimTransport(config, 8), infer_timeout=600) as device:
@@ -137,7 +149,7 @@ def main(argv=None) -> int:
     # The training bench also draws accuracy against K and the pre-activation percentiles of
     # bNSM against StNN (paper Fig. 2) beside the results file.
     plots = args.out.parent / "plots"
-    train_args = (["--quick"] if args.quick else []) + ["--plots", str(plots)]
+    train_args = (["--quick"] if args.quick else []) + ["--plots", os.path.relpath(plots, ROOT)]
     if args.fashion_epochs:
         train_args += ["--fashion-epochs", str(args.fashion_epochs)]
     if args.fashion_limit:
