@@ -87,6 +87,23 @@ def test_board_bitstream_with_one_dsp_per_lane(board, bitstream, dsp_cell, tmp_p
     assert f"Fmax {report['fmax_mhz']:.2f} MHz" in capsys.readouterr().out
 
 
+@needs_nextpnr
+def test_board_build_that_does_not_fit_says_so_with_the_numbers(tmp_path, capsys):
+    """12 lanes need 12 multipliers; the UP5K has 8 DSPs: exit 1, DOES NOT FIT with used/total."""
+    big = NSMConfig.from_dict({**SMALL.to_dict(), "lanes": 12, "name": "small-12"})
+    config_file = tmp_path / "big.json"
+    config_file.write_text(big.to_json())
+    out = tmp_path / "icebreaker"
+    assert build.main(["--board", "icebreaker", "--config", str(config_file),
+                       "--out", str(out)]) == 1
+    report = json.loads((out / "report.json").read_text())
+    assert not report["fits"]
+    assert report["resources"]["ICESTORM_DSP"] == {"used": 12, "total": 8}
+    printed = capsys.readouterr().out
+    assert "  DOES NOT FIT: " in printed and "ICESTORM_DSP 12/8" in printed
+    assert not (out / "nsm_top.bin").exists()
+
+
 def test_cli_help_lists_the_options():
     out = subprocess.run([sys.executable, "-m", "hw.build", "--help"], capture_output=True,
                          text=True, check=True).stdout
