@@ -17,6 +17,7 @@ import os
 import re
 import resource
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -86,7 +87,6 @@ def lint_command(verilog_path, top: str = CORE_MODULE) -> list[str]:
 
 def lint_verilog(verilog_path, top: str = CORE_MODULE) -> str:
     """Verilator lint with `LINT_WAIVERS`; returns its output, raises RuntimeError on a finding."""
-    import subprocess
     result = subprocess.run(lint_command(verilog_path, top), env=_verilator_env(),
                             capture_output=True, text=True)
     if result.returncode != 0:
@@ -106,7 +106,6 @@ def _yosys() -> str:
 def count_multipliers(verilog_path, top: str = CORE_MODULE) -> int:
     """`$mul` cells of a generic Yosys elaboration (flattened; constant multiplies by powers of
     two become shifts in `opt`): the hardware multipliers of the design."""
-    import subprocess
     verilog_path = Path(verilog_path)
     script = (f"read_verilog {verilog_path.name}; hierarchy -top {top}; proc; flatten; "
               f"opt -fast; wreduce; opt_clean; stat")
@@ -179,7 +178,6 @@ def build_board(config: NSMConfig, board: str, build_dir, *, baud: int = DEFAULT
     """Synthesize, place and route for `board`; returns the resource/Fmax report, also written
     as `report.json` beside the bitstream. A design that does not fit has `fits: False` and the
     numbers nextpnr printed (used / available)."""
-    import subprocess
     spec = BOARDS[board]
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
@@ -276,17 +274,21 @@ def missing_programmer(board: str, build_dir) -> str | None:
             f"{' '.join(cmd)}")
 
 
+class ProgrammingError(RuntimeError):
+    """The board could not be programmed; the message says why and what would run."""
+
+
 def program_board(board: str, build_dir) -> None:
-    """Program the board, or say exactly what is missing and which command would run."""
-    import subprocess
+    """Program the board, or raise ProgrammingError saying exactly what is missing (and which
+    command would run) or that the programmer failed."""
     cmd = program_command(board, build_dir)
     message = missing_programmer(board, build_dir)
     if message:
-        raise SystemExit(message)
+        raise ProgrammingError(message)
     result = subprocess.run(cmd)
     if result.returncode != 0:
-        raise SystemExit(f"hw.build: `{' '.join(cmd)}` failed (exit {result.returncode}); "
-                         f"is the board connected?")
+        raise ProgrammingError(f"hw.build: `{' '.join(cmd)}` failed (exit {result.returncode}); "
+                               f"is the board connected?")
 
 
 # -- command line ---------------------------------------------------------------------------------
@@ -353,9 +355,16 @@ def main(argv=None) -> int:
     if args.program and (message := missing_programmer(args.board, out)):
         print(message, file=sys.stderr)
         return 1
-    report = build_board(config, args.board, out, baud=args.baud, program=args.program)
+    report = build_board(config, args.board, out, baud=args.baud)
     print(format_report(report))
     print(f"report: {out / 'report.json'}")
+    if args.program and report["fits"]:
+        try:
+            program_board(args.board, out)
+        except ProgrammingError as e:
+            print(e, file=sys.stderr)
+            return 1
+        print(f"programmed {args.board}: {' '.join(program_command(args.board, out))}")
     return 0 if report["fits"] and report["timing_met"] else 1
 
 

@@ -1,6 +1,7 @@
 """`hw.build`: the Verilog of the core, its lint, its multipliers, and the command line."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -154,6 +155,48 @@ def test_program_without_programmer_says_what_is_missing_before_building(
         f"{package}); with it and the board connected, the command would be: "
         f"{command.format(out=out)}\n")
     assert not (out / "nsm_top.bin").exists() and not (out / "nsm_top.bit").exists()
+
+
+def _fake_programmer(tmp_path, monkeypatch, tool: str, exit_code: int) -> Path:
+    """A stand-in for iceprog / openFPGALoader first on PATH: records its arguments."""
+    bindir = tmp_path / "fake-bin"
+    bindir.mkdir()
+    log = tmp_path / f"{tool}.args"
+    script = bindir / tool
+    script.write_text(f'#!/bin/sh\necho "$@" >> "{log}"\nexit {exit_code}\n')
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    return log
+
+
+@needs_nextpnr
+@pytest.mark.parametrize("board, tool, args", [
+    ("icebreaker", "iceprog", ["{out}/nsm_top.bin"]),
+    ("ulx3s-85f", "openFPGALoader", ["--board", "ulx3s", "{out}/nsm_top.bit"]),
+], ids=["icebreaker", "ulx3s-85f"])
+def test_program_runs_the_programmer_on_the_new_bitstream(board, tool, args, tmp_path,
+                                                          monkeypatch, capsys):
+    log = _fake_programmer(tmp_path, monkeypatch, tool, 0)
+    config_file = tmp_path / "small.json"
+    config_file.write_text(SMALL.to_json())
+    out = tmp_path / board
+    assert build.main(["--board", board, "--config", str(config_file), "--out", str(out),
+                       "--program"]) == 0
+    assert log.read_text().split("\n") == [" ".join(a.format(out=out) for a in args), ""]
+    assert Path(args[-1].format(out=out)).stat().st_size > 0
+    assert f"programmed {board}: {tool} " in capsys.readouterr().out
+
+
+@needs_nextpnr
+def test_program_reports_a_failing_programmer(tmp_path, monkeypatch, capsys):
+    _fake_programmer(tmp_path, monkeypatch, "iceprog", 2)
+    config_file = tmp_path / "small.json"
+    config_file.write_text(SMALL.to_json())
+    out = tmp_path / "icebreaker"
+    assert build.main(["--board", "icebreaker", "--config", str(config_file), "--out", str(out),
+                       "--program"]) == 1
+    assert capsys.readouterr().err == (f"hw.build: `iceprog {out}/nsm_top.bin` failed (exit 2); "
+                                       f"is the board connected?\n")
 
 
 def test_nextpnr_report_parsing():
