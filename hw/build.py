@@ -173,8 +173,7 @@ def _parse_nextpnr(log: str, family: str) -> dict:
     return report
 
 
-def build_board(config: NSMConfig, board: str, build_dir, *, baud: int = DEFAULT_BAUD,
-                program: bool = False) -> dict:
+def build_board(config: NSMConfig, board: str, build_dir, *, baud: int = DEFAULT_BAUD) -> dict:
     """Synthesize, place and route for `board`; returns the resource/Fmax report, also written
     as `report.json` beside the bitstream. A design that does not fit has `fits: False` and the
     numbers nextpnr printed (used / available)."""
@@ -227,8 +226,6 @@ def build_board(config: NSMConfig, board: str, build_dir, *, baud: int = DEFAULT
         report["fits"] = False
         report["over"] = {name: f"{r['used']}/{r['total']}" for name, r in over.items()}
     (build_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    if program and report["fits"]:
-        program_board(board, build_dir)
     return report
 
 
