@@ -130,6 +130,20 @@ class _NSMBase(nn.Module):
     def _per_channel(self, t: torch.Tensor, ndim: int) -> torch.Tensor:
         return t.view(1, -1, *([1] * (ndim - 2)))
 
+    def _sample_states(self, z, wz, m, norm, beta, bias_n, exact: bool = False):
+        """The sampled +-1 states (call without gradients), given W z, m = erf(v) and the
+        per-channel norm, beta and bias_n shaped to broadcast against W z."""
+        if self.noise == "input":
+            # Exact: u = W(xi * z) + a (W z) + b, xi shared by the fan-out of input j.
+            xi = self.spec.sample(z.shape, device=z.device)
+            a = beta * self.scale - self.spec.mean
+            b = bias_n * self.scale * norm
+            return sign_pm1(self._linear(xi * z, self.weight).addcmul_(wz, a).add_(b))
+        if exact:
+            return sign_pm1(self._exact_synapse_u(z))
+        # The paper's Gaussian model of u_i: P(z_i = 1) = 1/2 (1 + erf(v_i)).
+        return torch.where(torch.rand_like(m) < 0.5 * (1.0 + m), 1.0, -1.0).to(m.dtype)
+
     def forward(self, z: torch.Tensor, exact: bool = False) -> torch.Tensor:
         wz = self._linear(z, self.weight)
         norm = self._per_channel(self.weight_norm(), wz.ndim)
@@ -139,18 +153,7 @@ class _NSMBase(nn.Module):
         self.last_preact = v.detach()
         m = torch.erf(v)
         with torch.no_grad():
-            if self.noise == "input":
-                # Exact: u = W(xi * z) + a (W z) + b, xi shared by the fan-out of input j.
-                xi = self.spec.sample(z.shape, device=z.device)
-                a = beta * self.scale - self.spec.mean
-                b = bias_n * self.scale * norm
-                u = self._linear(xi * z, self.weight) + a * wz + b
-                z_out = sign_pm1(u)
-            elif exact:
-                z_out = sign_pm1(self._exact_synapse_u(z))
-            else:
-                # The paper's Gaussian model of u_i: P(z_i = 1) = 1/2 (1 + erf(v_i)).
-                z_out = torch.where(torch.rand_like(m) < 0.5 * (1.0 + m), 1.0, -1.0)
+            z_out = self._sample_states(z, wz, m, norm, beta, bias_n, exact)
         return _straight_through(m, z_out)
 
 
@@ -175,17 +178,8 @@ class _NSMLinearSample(torch.autograd.Function):
         wz = F.linear(z, weight)
         norm = weight.norm(dim=1).clamp_min(1e-12)
         v = torch.addcmul(bias_n, wz, beta / norm)
-        if layer.noise == "input":
-            # Exact: u = W(xi * z) + a (W z) + b, xi shared by the fan-out of input j.
-            xi = layer.spec.sample(z.shape, device=z.device)
-            a = beta * layer.scale - layer.spec.mean
-            b = bias_n * layer.scale * norm
-            u = F.linear(xi * z, weight).addcmul_(wz, a).add_(b)
-            z_out = sign_pm1(u)
-        else:
-            # The paper's Gaussian model of u_i: P(z_i = 1) = 1/2 (1 + erf(v_i)).
-            m = torch.erf(v)
-            z_out = torch.where(torch.rand_like(m) < 0.5 * (1.0 + m), 1.0, -1.0).to(m.dtype)
+        m = None if layer.noise == "input" else torch.erf(v)
+        z_out = layer._sample_states(z, wz, m, norm, beta, bias_n)
         ctx.save_for_backward(z, weight, beta, wz, v, norm)
         ctx.mark_non_differentiable(v)
         return z_out, v
