@@ -25,15 +25,26 @@ from pathlib import Path
 
 import numpy as np
 
+from .meta import ENCODINGS, DataSpec
+
 __all__ = ["DataError", "DIGITS_TEST_FRACTION", "load_digits_split", "load_digits_test",
            "read_idx", "load_idx_dataset", "IDX_FILES", "FASHION_MNIST_DIR", "encode_threshold",
-           "encode_thermometer", "encode", "ENCODINGS", "load_dataset", "DATASETS"]
+           "encode_thermometer", "encode", "ENCODINGS", "load_dataset", "DATASETS",
+           "CLASS_NAMES", "PIXELS", "data_spec"]
 
 # Where Debian's `dataset-fashion-mnist` package puts the files.
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 DIGITS_TEST_FRACTION = 0.2
-ENCODINGS = ("threshold", "thermometer")
 DATASETS = ("digits", "mnist", "fashion-mnist")
+# Class names in label order (Fashion-MNIST's from its publication, Xiao et al. 2017).
+CLASS_NAMES = {
+    "digits": tuple(str(d) for d in range(10)),
+    "mnist": tuple(str(d) for d in range(10)),
+    "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                      "Sneaker", "Bag", "Ankle boot"),
+}
+# Pixels per image of each built-in data set.
+PIXELS = {"digits": 64, "mnist": 784, "fashion-mnist": 784}
 
 # IDX file stems of the four parts of MNIST-format data sets; ".gz" variants are accepted too.
 IDX_FILES = {
@@ -190,3 +201,12 @@ def encode(x, encoding: str, levels: int = 1) -> np.ndarray:
     if encoding == "thermometer":
         return encode_thermometer(x, levels)
     raise DataError(f"encoding: unknown encoding {encoding!r}, expected one of {ENCODINGS}")
+
+
+def data_spec(dataset: str, encoding: str, levels: int = 1) -> DataSpec:
+    """The `DataSpec` of a built-in data set under an encoding (threshold has 1 level)."""
+    if dataset not in DATASETS:
+        raise DataError(f"dataset: must be one of {DATASETS}, got {dataset!r}")
+    return DataSpec(dataset=dataset, encoding=encoding,
+                    levels=1 if encoding == "threshold" else int(levels),
+                    pixels=PIXELS[dataset], class_names=CLASS_NAMES[dataset])

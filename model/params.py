@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import ConfigError, NSMConfig
+from .meta import DataSpec, DataSpecError
 
 __all__ = ["QuantizedNSM"]
 
@@ -26,6 +27,8 @@ class QuantizedNSM:
           layer (which has no a_i and no noise).
     bias[l]: int64 (N_out,), in the weight LSB unit of the row.
     seeds: one non-zero LFSR seed per generator (config.n_generators).
+    data: what the model expects as input (data set, encoding, class names), or None for
+          parameters that were not trained on a data set (random test parameters).
     """
 
     config: NSMConfig
@@ -33,6 +36,7 @@ class QuantizedNSM:
     a: tuple[np.ndarray, ...]
     bias: tuple[np.ndarray, ...]
     seeds: tuple[int, ...]
+    data: DataSpec | None = None
 
     def __post_init__(self):
         self.validate()
@@ -69,6 +73,13 @@ class QuantizedNSM:
         for s in self.seeds:
             if not 0 < s < (1 << cfg.lfsr_width):
                 raise ConfigError(f"seeds: {s} is not a non-zero {cfg.lfsr_width}-bit value")
+        if self.data is not None:
+            if self.data.n_inputs != cfg.n_inputs:
+                raise ConfigError(f"data: {self.data.describe()} gives {self.data.n_inputs} "
+                                  f"inputs, configuration has {cfg.n_inputs}")
+            if self.data.n_classes != cfg.n_classes:
+                raise ConfigError(f"data: {self.data.n_classes} class names, configuration has "
+                                  f"{cfg.n_classes} classes")
 
     @classmethod
     def random(cls, config: NSMConfig, rng: np.random.Generator) -> "QuantizedNSM":
@@ -91,6 +102,8 @@ class QuantizedNSM:
     def save(self, path) -> None:
         arrays = {"config": np.array(self.config.to_json()),
                   "seeds": np.array(self.seeds, dtype=np.int64)}
+        if self.data is not None:
+            arrays["data"] = np.array(self.data.to_json())
         for l in range(self.config.n_layers):
             arrays[f"weights_{l}"] = self.weights[l]
             arrays[f"a_{l}"] = self.a[l]
@@ -109,9 +122,12 @@ class QuantizedNSM:
                 return cls(config, tuple(f[f"weights_{l}"] for l in range(n)),
                            tuple(f[f"a_{l}"] for l in range(n)),
                            tuple(f[f"bias_{l}"] for l in range(n)),
-                           tuple(int(s) for s in f["seeds"]))
+                           tuple(int(s) for s in f["seeds"]),
+                           DataSpec.from_json(str(f["data"])) if "data" in f.files else None)
             except KeyError as e:
                 raise ConfigError(f"{path}: missing array {e}") from None
+            except DataSpecError as e:
+                raise ConfigError(f"{path}: {e}") from None
 
     def replace(self, **changes) -> "QuantizedNSM":
         return dataclasses.replace(self, **changes)

@@ -281,6 +281,7 @@ def _quantize_and_evaluate(model, opts, x_te, y_te, run_dir) -> dict:
     config = hardware(layer_sizes=model.sizes, weight_bits=opts.weight_bits, noise=opts.noise,
                       p_bits=p_bits, p_keep=p_keep, name=opts.run_name)
     q, report = quantize_nsm(model, config)
+    q = q.replace(data=datamod.data_spec(opts.dataset, opts.encoding, opts.levels))
     q.save(run_dir / "quantized.npz")
     ks = [k for k in opts.eval_samples if k <= opts.quantized_max_k] or [opts.eval_samples[0]]
     acc = {str(k): evaluate_quantized_torch(q, x_te.numpy(), y_te.numpy(), k, opts.seed)
