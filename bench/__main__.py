@@ -1,17 +1,22 @@
-"""The benchmark suite: every figure of the project, side by side, in one run.
+"""The benchmark suite: every figure of the project, side by side.
 
-    python -m bench [--quick] [--out bench/RESULTS.md]
+    python -m bench [--quick] [--only train,golden,...] [--list]
 
-Runs, in order, and prints as it goes:
-1. training-step time of bNSM against a float MLP, digits accuracy, and (unless --quick) the
-   Fashion-MNIST accuracy table                                  (bench/train_bench.py)
-2. golden-model synaptic operations per second against the PyTorch forward pass
+Sections, in order (`--list` prints them), each printing as it goes:
+- train: training-step time of bNSM against a float MLP, digits accuracy, and (unless --quick)
+  the Fashion-MNIST accuracy table                               (bench/train_bench.py)
+- golden: golden-model synaptic operations per second against the PyTorch forward pass
                                                                  (bench/golden_bench.py)
-3. Verilator simulation cycles per second, under cocotb and bare (bench/sim_speed.py)
-4. cycles per inference against the ideal, measured on the simulated accelerator for the digits
-   and the paper's network, with the inferences per second each board's Fmax implies
-5. resources and Fmax per board, from `python -m hw.build --board ...` reports in build/
-The results go to a Markdown file (default bench/RESULTS.md) with the date and the machine.
+- sim: Verilator simulation cycles per second, under cocotb and bare (bench/sim_speed.py)
+- link: end-to-end inferences/s through the simulated UART, image load time (bench/link_bench.py)
+- mnist: the paper's MNIST tables, quantized/golden/RTL figures, uncertainty (bench/mnist_bench.py)
+- cycles: cycles per inference against the ideal, measured on the simulated accelerator for the
+  digits and the paper's network, with the inferences per second each board's Fmax implies
+- boards: resources and Fmax per board, from `python -m hw.build --board ...` reports in build/
+
+Every section's figures go to `bench/results.json` (machine-readable: per section its date,
+command, seconds, exit code, figures and printed text) and `bench/RESULTS.md` is rendered from
+it. `--only` reruns some sections and keeps the others' last results, each with its own date.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,11 +38,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def _run_script(name: str, args: list[str]) -> tuple[str, float]:
-    """Run one bench script, echoing its output; returns (output, seconds)."""
+def _run_script(name: str, args: list[str]) -> tuple[str, float, int]:
+    """Run one bench script, echoing its output; returns (output, seconds, exit code)."""
     path = ROOT / "bench" / name
-    if not path.exists():
-        return f"({name} is not in this checkout)\n", 0.0
     print(f"\n== {name} {' '.join(args)}", flush=True)
     t = time.monotonic()
     proc = subprocess.Popen([sys.executable, str(path), *args], cwd=ROOT,
@@ -56,7 +60,7 @@ def _run_script(name: str, args: list[str]) -> tuple[str, float]:
     code = proc.wait()
     if code != 0:
         lines.append(f"({name} exited with {code})\n")
-    return "".join(lines), time.monotonic() - t
+    return "".join(lines), time.monotonic() - t, code
 
 
 def _report_config(rep: dict):
@@ -132,52 +136,132 @@ def _board_table() -> tuple[str, list[dict]]:
     return "\n".join(rows) + "\n", reports
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+# name -> (title, bench script or None for an in-process section, whether it takes --json)
+SECTIONS = {
+    "train": ("Training: step time, digits and Fashion-MNIST accuracy", "train_bench.py", True),
+    "golden": ("Golden model throughput against the PyTorch forward pass", "golden_bench.py",
+               True),
+    "sim": ("Verilator simulation speed", "sim_speed.py", True),
+    "link": ("Link: end-to-end inferences/s through the simulated UART", "link_bench.py", True),
+    "mnist": ("MNIST: the paper's tables, the accelerator, uncertainty", "mnist_bench.py", True),
+    "cycles": ("Cycles per inference against the ideal", None, False),
+    "boards": ("Resources and Fmax per board", None, False),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--quick", action="store_true",
-                   help="skip the Fashion-MNIST training table (the longest part)")
+                   help="skip the Fashion-MNIST training table (the longest part of train)")
+    p.add_argument("--only", default=",".join(SECTIONS),
+                   help="comma-separated sections to run; the others keep their last results")
+    p.add_argument("--list", action="store_true", help="list the sections and exit")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS.md",
-                   help="Markdown file for the results (default bench/RESULTS.md)")
+                   help="Markdown file for the results; results.json goes beside it")
     p.add_argument("--fashion-epochs", type=int, default=None,
                    help="Fashion-MNIST training epochs (default: bench/train_bench.py's)")
     p.add_argument("--fashion-limit", type=int, default=None,
                    help="train on the first N Fashion-MNIST images (default: all 60,000)")
-    args = p.parse_args(argv)
+    return p
 
-    started = datetime.datetime.now(datetime.timezone.utc)
-    sections = []
-    # The training bench also draws accuracy against K and the pre-activation percentiles of
-    # bNSM against StNN (paper Fig. 2) beside the results file.
-    plots = args.out.parent / "plots"
-    train_args = (["--quick"] if args.quick else []) + ["--plots", os.path.relpath(plots, ROOT)]
+
+def _script_args(name: str, args, plots: Path) -> list[str]:
+    if name != "train":
+        return []
+    out = (["--quick"] if args.quick else []) + ["--plots", os.path.relpath(plots, ROOT)]
     if args.fashion_epochs:
-        train_args += ["--fashion-epochs", str(args.fashion_epochs)]
+        out += ["--fashion-epochs", str(args.fashion_epochs)]
     if args.fashion_limit:
-        train_args += ["--fashion-limit", str(args.fashion_limit)]
-    for title, script, script_args in (
-            ("Training: step time, digits and Fashion-MNIST accuracy", "train_bench.py",
-             train_args),
-            ("Golden model throughput against the PyTorch forward pass", "golden_bench.py", []),
-            ("Verilator simulation speed", "sim_speed.py", [])):
-        out, seconds = _run_script(script, script_args)
-        sections.append(f"## {title}\n\n`python bench/{script} {' '.join(script_args)}` "
-                        f"({seconds:.0f} s)\n\n```\n{out.rstrip()}\n```\n")
-    boards, reports = _board_table()
-    cycles = _cycles_table(reports)
-    sections.append("## Cycles per inference against the ideal\n\n" + cycles)
-    sections.append("## Resources and Fmax per board\n\n" + boards)
+        out += ["--fashion-limit", str(args.fashion_limit)]
+    return out
+
+
+def _run_section(name: str, args, plots: Path, reports: list[dict]) -> dict:
+    """Run one section; its entry of results.json."""
+    title, script, takes_json = SECTIONS[name]
+    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    if script is None:
+        t = time.monotonic()
+        text = _cycles_table(reports) if name == "cycles" else _board_table()[0]
+        return {"title": title, "date": started, "command": f"python -m bench --only {name}",
+                "seconds": round(time.monotonic() - t, 1), "exit_code": 0, "figures": None,
+                "text": text}
+    script_args = _script_args(name, args, plots)
+    figures = None
+    with tempfile.TemporaryDirectory() as tmp:
+        json_path = Path(tmp) / "figures.json"
+        extra = ["--json", str(json_path)] if takes_json else []
+        text, seconds, code = _run_script(script, script_args + extra)
+        if json_path.exists():
+            figures = json.loads(json_path.read_text())
+    return {"title": title, "date": started,
+            "command": f"python bench/{script} {' '.join(script_args)}".rstrip(),
+            "seconds": round(seconds, 1), "exit_code": code, "figures": figures,
+            "text": f"```\n{text.rstrip()}\n```\n"}
+
+
+def _render(results: dict, out: Path) -> str:
+    lines = ["# Benchmark results", "",
+             f"- machine: {results['machine']}",
+             f"- last command: `{results['command']}` ({results['date']})",
+             "- machine-readable: `results.json` beside this file", ""]
+    for name in SECTIONS:
+        sec = results["sections"].get(name)
+        lines.append(f"## {SECTIONS[name][0]}\n")
+        if sec is None:
+            lines.append(f"(not run yet: `python -m bench --only {name}`)\n")
+            continue
+        status = "" if sec["exit_code"] == 0 else f", **exited with {sec['exit_code']}**"
+        lines.append(f"`{sec['command']}` ({sec['date']}, {sec['seconds']:.0f} s{status})\n")
+        lines.append(sec["text"])
+    plots = out.parent / "plots"
     figures = sorted(plots.glob("*.png"))
     if figures:
-        sections.append("## Plots\n\n" + "\n".join(
-            f"![{f.stem}]({f.relative_to(args.out.parent).as_posix()})" for f in figures) + "\n")
+        lines.append("## Plots\n")
+        lines += [f"![{f.stem}]({f.relative_to(out.parent).as_posix()})" for f in figures]
+    return "\n".join(lines) + "\n"
 
-    header = (f"# Benchmark results\n\n- date: {started.isoformat(timespec='seconds')}\n"
-              f"- machine: {platform.node()}, {platform.machine()}, {os.cpu_count()} cores, "
-              f"Python {platform.python_version()}\n- command: `python -m bench "
-              f"{' '.join(sys.argv[1:] if argv is None else argv)}`\n\n")
-    args.out.write_text(header + "\n".join(sections))
-    print(f"\nresults written to {args.out}")
-    return 0
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    if args.list:
+        for name, (title, script, _) in SECTIONS.items():
+            print(f"{name:8} {title}" + (f" (bench/{script})" if script else ""))
+        return 0
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = [s for s in only if s not in SECTIONS]
+    if unknown or not only:
+        _parser().error(f"--only: unknown section {unknown[0]!r}; sections: "
+                        f"{', '.join(SECTIONS)}" if unknown else "--only: no section given")
+    results_path = args.out.parent / "results.json"
+    results = (json.loads(results_path.read_text()) if results_path.exists()
+               else {"sections": {}})
+    results.update({
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.node()}, {platform.machine()}, {os.cpu_count()} cores, "
+                   f"Python {platform.python_version()}",
+        "command": "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv)})
+    plots = args.out.parent / "plots"
+    reports = [json.loads(p.read_text()) for p in sorted(ROOT.glob("build/*/*/report.json"))]
+    failed = []
+    for name in SECTIONS:
+        if name not in only:
+            continue
+        if SECTIONS[name][1] and not (ROOT / "bench" / SECTIONS[name][1]).exists():
+            print(f"\n== {name}: bench/{SECTIONS[name][1]} is not in this checkout", flush=True)
+            failed.append(name)
+            continue
+        results["sections"][name] = _run_section(name, args, plots, reports)
+        if results["sections"][name]["exit_code"]:
+            failed.append(name)
+        # Written after every section, so that a long run interrupted keeps what it measured.
+        results_path.write_text(json.dumps(results, indent=1, default=str) + "\n")
+        args.out.write_text(_render(results, args.out))
+    print(f"\nresults written to {args.out} and {results_path}")
+    if failed:
+        print(f"sections that failed or are missing: {', '.join(failed)}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

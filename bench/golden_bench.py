@@ -13,6 +13,7 @@ model spends its time (noise generation vs. the arithmetic stages).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -74,6 +75,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1,
                     help="torch and BLAS threads (default 1: the machine is shared)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--json", default=None, help="write the figures to this JSON file")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     try:
@@ -106,6 +108,14 @@ def main(argv=None):
     for noise, g, t, ratio, t_gold, t_noise in rows:
         print(f"{noise:8} {g / 1e6:17.1f} {t / 1e6:16.1f} {ratio:13.2f} {t_gold:13.3f} "
               f"{t_noise:20.3f}")
+    if args.json:
+        figures = {"config": cfg.describe(), "images": args.images, "threads": args.threads,
+                   "seed": args.seed, "noise_modes": {
+                       noise: {"golden_syn_ops_per_s": g, "torch_syn_ops_per_s": t,
+                               "golden_over_torch": ratio, "golden_run_s": t_gold,
+                               "noise_stage_s": t_noise}
+                       for noise, g, t, ratio, t_gold, t_noise in rows}}
+        Path(args.json).write_text(json.dumps(figures, indent=1))
 
 
 if __name__ == "__main__":

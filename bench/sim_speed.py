@@ -15,6 +15,7 @@ Builds are cached in build/sim/ (the first run compiles, which takes minutes).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import select
@@ -107,6 +108,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=st.DEFAULT_SEED, help="random parameters/inputs")
     p.add_argument("--small", action="store_true",
                    help="a small 12-7-3 configuration instead of digits (quick check)")
+    p.add_argument("--json", default=None, help="write the figures to this JSON file")
     args = p.parse_args(argv)
     config = (NSMConfig(layer_sizes=(12, 7, 3), lanes=4, samples=2, name="small")
               if args.small else digits_config())
@@ -126,6 +128,10 @@ def main(argv=None) -> int:
     h = harness_speed(config, params, inputs, args.baud_divisor)
     print(f"bare harness (no cocotb), load + inference: {h['cycles']} cycles in "
           f"{h['seconds']:.2f} s = {h['rate']:,.0f} cycles/s")
+    if args.json:
+        figures = {"config": config.describe(), "images": args.images, "seed": args.seed,
+                   "baud_divisor": args.baud_divisor, "cocotb": c, "harness": h}
+        Path(args.json).write_text(json.dumps(figures, indent=1, default=str))
     return 0
 
 

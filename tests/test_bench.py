@@ -1,0 +1,46 @@
+"""The bench's orchestration: sections, results.json, RESULTS.md rendered from it."""
+
+import json
+
+import pytest
+
+from bench.__main__ import SECTIONS, main
+
+
+def test_only_some_sections_keeps_the_others_results(tmp_path):
+    out = tmp_path / "RESULTS.md"
+    earlier = {"sections": {"golden": {"title": SECTIONS["golden"][0], "date": "2026-01-01",
+                                       "command": "python bench/golden_bench.py",
+                                       "seconds": 8.0, "exit_code": 0,
+                                       "figures": {"ratio": 1.5}, "text": "golden table\n"}}}
+    (tmp_path / "results.json").write_text(json.dumps(earlier))
+    assert main(["--only", "boards", "--out", str(out)]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["sections"]["golden"] == earlier["sections"]["golden"]
+    assert results["sections"]["boards"]["exit_code"] == 0
+    assert "| board |" in results["sections"]["boards"]["text"]
+    text = out.read_text()
+    assert "golden table" in text and "2026-01-01" in text
+    assert "(not run yet: `python -m bench --only train`)" in text
+    assert results["command"] == f"python -m bench --only boards --out {out}"
+
+
+def test_a_failing_section_is_recorded_and_fails_the_run(tmp_path, monkeypatch):
+    script = tmp_path / "failing_bench.py"
+    script.write_text("import sys\nprint('half a table')\nsys.exit(3)\n")
+    monkeypatch.setitem(SECTIONS, "golden", ("Golden", str(script), False))
+    out = tmp_path / "RESULTS.md"
+    assert main(["--only", "golden", "--out", str(out)]) == 1
+    sec = json.loads((tmp_path / "results.json").read_text())["sections"]["golden"]
+    assert sec["exit_code"] == 3 and "half a table" in sec["text"]
+    assert "**exited with 3**" in out.read_text()
+
+
+@pytest.mark.parametrize("only", ["nonsense", "train,nonsense", ","], ids=["unknown", "mixed",
+                                                                          "empty"])
+def test_unknown_sections_are_a_usage_error(only, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--only", only, "--out", str(tmp_path / "R.md")])
+    assert e.value.code == 2
+    assert "--only:" in capsys.readouterr().err
+    assert not (tmp_path / "results.json").exists()
