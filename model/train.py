@@ -37,6 +37,9 @@ __all__ = ["MODELS", "TrainOptions", "build_model", "prepare_data", "train_model
            "evaluate_mc", "load_checkpoint", "main"]
 
 MODELS = ("nsm", "stnn", "binary", "mlp")
+# Seed of the digits train/test split, the same for every training seed: the held-out images are
+# those the quantized model, the golden model and the hardware are evaluated on.
+SPLIT_SEED = 0
 
 
 @dataclass
@@ -111,7 +114,7 @@ class TrainOptions:
 
 def prepare_data(opts: TrainOptions):
     """Encoded +-1 float32 tensors (x_train, y_train, x_test, y_test)."""
-    x_tr, y_tr, x_te, y_te = datamod.load_dataset(opts.dataset, opts.data_dir, seed=0)
+    x_tr, y_tr, x_te, y_te = datamod.load_dataset(opts.dataset, opts.data_dir, seed=SPLIT_SEED)
     if opts.limit_train:
         x_tr, y_tr = x_tr[:opts.limit_train], y_tr[:opts.limit_train]
     if opts.limit_test:
