@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 __all__ = ["EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "int_at_least", "float_above",
-           "package_version", "add_version", "HelpFormatter"]
+           "package_version", "add_version", "prog_name", "HelpFormatter"]
 
 # Exit codes of every command: 1 for bad data or a device error, 2 for a usage error.
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -44,6 +44,13 @@ def float_above(low: float):
         return value
     parse.__name__ = f"number > {low:g}"
     return parse
+
+
+def prog_name(script: str, module: str) -> str:
+    """How the user called the command: the console script's name, else `python -m module`."""
+    import sys
+    from pathlib import Path
+    return script if Path(sys.argv[0]).name == script else f"python -m {module}"
 
 
 def package_version() -> str:

