@@ -408,8 +408,7 @@ def main(argv=None) -> int:
     try:
         config = config_from_args(args)
     except ConfigError as e:
-        print(f"hw.build: bad configuration: {e}", file=sys.stderr)
-        return 2
+        parser.error(f"bad configuration: {e}")
     name = config.name or f"nsm-{config.identity:08x}"
     try:
         return _run(args, config, name)

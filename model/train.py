@@ -184,13 +184,13 @@ def read_checkpoint(path) -> dict:
         raise datamod.DataError(f"{path}: no such checkpoint file")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:     # torch.load raises anything from zip, pickle or torch itself
+    except Exception:     # torch.load raises anything from zip, pickle or torch itself
         raise datamod.DataError(f"{path}: not a training checkpoint (a checkpoint.pt written by "
-                                f"nsm-train): {type(e).__name__}") from None
+                                f"nsm-train)") from None
     needed = ("model", "optimizer", "options", "epoch", "history", "n_inputs", "n_classes")
     if not isinstance(ckpt, dict) or any(key not in ckpt for key in needed):
         raise datamod.DataError(f"{path}: not a training checkpoint (a checkpoint.pt written by "
-                                f"nsm-train): fields missing")
+                                f"nsm-train); it lacks {', '.join(k for k in needed if not isinstance(ckpt, dict) or k not in ckpt)}")
     return ckpt
 
 

@@ -193,9 +193,9 @@ def load_data_for(spec: DataSpec, data_dir: Path | None = None, dataset: str | N
     return inputs, np.asarray(y_test, dtype=np.int64), f"{source}, {spec.describe()}"
 
 
-def _inputs_for(args, n_inputs: int):
-    """(inputs, labels, description, class names) for infer/run-one."""
-    spec = _data_spec(args)
+def _inputs_for(args, spec: DataSpec | None, n_inputs: int | None = None):
+    """(inputs, labels, description, class names) for infer/run-one: the data `spec` describes,
+    or (no spec) the digits test split / --data-dir thermometer-coded to n_inputs."""
     if spec is None:
         if getattr(args, "dataset", None):
             raise UsageError("--dataset: this model does not say what it was trained on; "
@@ -203,18 +203,16 @@ def _inputs_for(args, n_inputs: int):
         inputs, labels = load_test_set(n_inputs, args.data_dir)
         where = f"IDX {args.data_dir}" if args.data_dir else "digits test split"
         return inputs, labels, where, None
-    if spec.n_inputs != n_inputs:
-        raise DataSpecError(f"the model's data ({spec.describe()}) gives {spec.n_inputs} inputs, "
-                            f"the device takes {n_inputs}")
     inputs, labels, where = load_data_for(spec, args.data_dir, getattr(args, "dataset", None))
     return inputs, labels, where, spec.class_names
 
 
-def vote_entropy(votes) -> float:
-    """Entropy (bits) of the Monte-Carlo vote distribution of one input."""
-    v = np.asarray(votes, dtype=np.float64)
-    p = v[v > 0] / v.sum()
-    return float(-(p * np.log2(p)).sum()) + 0.0 if p.size > 1 else 0.0
+def _check_inputs(data, n_inputs: int):
+    inputs = data[0]
+    if inputs.shape[1] != n_inputs:
+        raise DataSpecError(f"the model's data ({data[2]}) gives {inputs.shape[1]} inputs, the "
+                            f"device takes {n_inputs}")
+    return data
 
 
 # -- device ----------------------------------------------------------------------------------------
@@ -295,12 +293,10 @@ def cmd_export(args) -> int:
 
 def cmd_info(args) -> int:
     data = Path(args.image).read_bytes()
-    try:
-        header = check_image(data)     # nothing is printed about a file that is not an image
-    except ImageError as e:
-        hint = (" (a quantized model: nsm export it to an image)" if data[:2] == b"PK"
-                else "")
-        raise ImageError(e.reason, f"{e}{hint}") from None
+    if data[:4] == b"PK\x03\x04":
+        raise ImageError("magic", f"{args.image}: a quantized model (.npz), not a weight image; "
+                                  f"make the image with: nsm export {args.image}")
+    header = check_image(data)     # nothing is printed about a file that is not an image
     config = (_config_from_args(args) if (args.config or args.model) else None)
     params = read_image(data, config)
     cfg = params.config
@@ -399,10 +395,14 @@ def cmd_infer(args) -> int:
     if args.output is not None and Path(args.output).suffix not in RESULT_FORMATS:
         raise UsageError(f"-o/--output: {args.output}: the suffix says the format, one of "
                          f"{', '.join(RESULT_FORMATS)}")
+    spec = _data_spec(args)
+    # The model's data is read and checked before the device is touched.
+    data = _inputs_for(args, spec) if spec is not None else None
     with open_device(args) as dev:
         _load_if_asked(dev, args)
-        ident = dev.identify()
-        inputs, labels, source, names = _inputs_for(args, ident.layer_sizes[0])
+        n_inputs = dev.identify().layer_sizes[0]
+        inputs, labels, source, names = _check_inputs(data, n_inputs) if data is not None \
+            else _inputs_for(args, None, n_inputs)
         if args.limit is not None:
             inputs, labels = inputs[:args.limit], labels[:args.limit]
         results = []
@@ -464,7 +464,9 @@ def cmd_run_one(args) -> int:
                 raise UsageError(f"--bits: needs {n_inputs} characters 0/1, got {len(bits)}")
             x, label, names = np.array([1 if b == "1" else -1 for b in bits]), None, None
         else:
-            inputs, labels, _, names = _inputs_for(args, n_inputs)
+            spec = _data_spec(args)
+            inputs, labels, _, names = (_check_inputs(_inputs_for(args, spec), n_inputs)
+                                        if spec is not None else _inputs_for(args, None, n_inputs))
             index = args.index or 0
             if not index < len(inputs):
                 raise UsageError(f"--index: {index} is outside 0..{len(inputs) - 1}")
