@@ -215,6 +215,13 @@ def _check_inputs(data, n_inputs: int):
     return data
 
 
+def vote_entropy(votes) -> float:
+    """Entropy (bits) of the Monte-Carlo vote distribution of one input."""
+    v = np.asarray(votes, dtype=np.float64)
+    p = v[v > 0] / v.sum()
+    return float(-(p * np.log2(p)).sum()) + 0.0 if p.size > 1 else 0.0
+
+
 # -- device ----------------------------------------------------------------------------------------
 
 def check_device_args(args) -> None:
