@@ -280,6 +280,7 @@ def train_model(opts: TrainOptions | None = None, **kw):
     # -- Monte-Carlo evaluation, quantization for NSMs --
     torch.manual_seed(opts.seed + 1)
     metrics = {"options": dataclasses.asdict(opts), "seed": opts.seed, "history": history,
+               "test_images": len(y_te),
                "preact_percentiles": preact_trace,
                "test_accuracy": {str(k): evaluate_mc(model, x_te, y_te, k)
                                  for k in opts.eval_samples}}

@@ -102,3 +102,21 @@ def test_board_hint_asks_for_the_extra_only_when_it_is_missing(job):
         if "missing" in rep:
             assert f"nsm-build --board {board} --model " in rep["missing"]
             assert ("pip install" in rep["missing"]) == bool(missing_toolchain())
+
+
+def test_wilson_interval():
+    from model.plots import wilson_interval
+
+    lo, hi = wilson_interval(0.5, 100)
+    assert (round(lo, 4), round(hi, 4)) == (0.4038, 0.5962)
+    lo, hi = wilson_interval(1.0, 12)           # not [1, 1] as the normal approximation gives
+    assert hi == 1.0 and round(lo, 4) == round(12 / (12 + 1.96 ** 2), 4) == 0.7575
+
+
+def test_report_rows_carry_their_intervals(job):
+    from model.plots import wilson_interval
+
+    _, _, report, _ = job
+    for row in report["rows"].values():
+        for k, acc in row["accuracy"].items():
+            assert tuple(row["ci95"][k]) == wilson_interval(acc, N_IMAGES)
