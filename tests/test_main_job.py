@@ -82,7 +82,7 @@ def test_report_carries_what_reproduces_it(job):
 
     out, _, report, argv = job
     rep = report["reproduce"]
-    assert rep["command"] == "nsm-main " + " ".join(argv)
+    assert rep["command"] == "python -m tools.main " + " ".join(argv)
     assert rep["seed"] == SEED
     assert re.fullmatch(r"[0-9a-f]{40}( \(with uncommitted changes\))?", rep["commit"])
     assert rep["versions"]["torch"] == metadata.version("torch")

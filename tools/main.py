@@ -138,8 +138,8 @@ def _split_description(opts) -> str:
     from model.data import DIGITS_TEST_FRACTION
     from model.train import SPLIT_SEED
     if opts.dataset == "digits":
-        return (f"scikit-learn digits, stratified {DIGITS_TEST_FRACTION:.0%} hold-out with split "
-                f"seed {SPLIT_SEED} (the training's split)")
+        return (f"scikit-learn digits, stratified {DIGITS_TEST_FRACTION:.0%} hold-out, split "
+                f"seed {SPLIT_SEED}, the training's split")
     return f"{opts.dataset} t10k test set (the training used the 60000 training images)"
 
 
@@ -167,7 +167,7 @@ def provenance(argv: list[str], seed: int) -> dict:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
-    return {"command": shlex.join(["nsm-main", *argv]),
+    return {"command": " ".join([prog_name("nsm-main", "tools.main"), shlex.join(argv)]).strip(),
             "commit": commit or "unknown (not a git checkout)",
             "versions": versions, "seed": seed}
 
