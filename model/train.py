@@ -359,27 +359,36 @@ def _parser() -> argparse.ArgumentParser:
     d = TrainOptions()
     ap = argparse.ArgumentParser(prog=prog_name("nsm-train", "model.train"), description=__doc__,
                                  formatter_class=HelpFormatter)
-    ap.add_argument("--dataset", choices=datamod.DATASETS, default=d.dataset)
+    ap.add_argument("--dataset", choices=datamod.DATASETS, default=d.dataset, help="data set")
     ap.add_argument("--data-dir", default=None,
                     help=f"directory of IDX files (mnist: required; fashion-mnist: default "
                          f"{datamod.FASHION_MNIST_DIR}; not for digits)")
-    ap.add_argument("--model", choices=MODELS, default=d.model)
-    ap.add_argument("--hidden", type=_int_list, default=d.hidden, help="e.g. 100,100")
-    ap.add_argument("--noise", choices=("synapse", "input"), default=d.noise)
-    ap.add_argument("--dist", choices=("bernoulli", "gaussian"), default=d.dist)
+    ap.add_argument("--model", choices=MODELS, default=d.model,
+                    help="bNSM or a baseline (StNN, binary STE, float MLP)")
+    ap.add_argument("--hidden", type=_int_list, default=",".join(map(str, d.hidden)),
+                    help="hidden layer sizes, e.g. 100,100")
+    ap.add_argument("--noise", choices=("synapse", "input"), default=d.noise,
+                    help="NSM noise: one draw per synapse or per input")
+    ap.add_argument("--dist", choices=("bernoulli", "gaussian"), default=d.dist,
+                    help="NSM noise distribution (the hardware runs bernoulli)")
     ap.add_argument("--p", type=float, default=d.p, help="blank-out keep probability")
     ap.add_argument("--activation", choices=("relu", "tanh"), default=d.activation,
                     help="float MLP activation")
-    ap.add_argument("--encoding", choices=datamod.ENCODINGS, default=d.encoding)
+    ap.add_argument("--encoding", choices=datamod.ENCODINGS, default=d.encoding,
+                    help="pixels to +-1 inputs")
     ap.add_argument("--levels", type=int_at_least(1), default=d.levels,
                     help="thermometer levels")
-    ap.add_argument("--epochs", type=int_at_least(0), default=d.epochs)
-    ap.add_argument("--batch-size", type=int_at_least(1), default=d.batch_size)
-    ap.add_argument("--lr", type=float_above(0), default=d.lr)
-    ap.add_argument("--seed", type=int_at_least(0), default=d.seed)
+    ap.add_argument("--epochs", type=int_at_least(0), default=d.epochs, help="training epochs")
+    ap.add_argument("--batch-size", type=int_at_least(1), default=d.batch_size,
+                    help="images per step")
+    ap.add_argument("--lr", type=float_above(0), default=d.lr,
+                    help="Adam learning rate (decays linearly to 0)")
+    ap.add_argument("--seed", type=int_at_least(0), default=d.seed,
+                    help="seed of initialization, noise and batches")
     ap.add_argument("--weight-bits", type=int, default=d.weight_bits,
                     help="weight width of the quantized model")
-    ap.add_argument("--eval-samples", type=_int_list, default=d.eval_samples,
+    ap.add_argument("--eval-samples", type=_int_list,
+                    default=",".join(map(str, d.eval_samples)),
                     help="Monte-Carlo samples K, e.g. 1,4,16,100")
     ap.add_argument("--name", default=None, help="run name (default from the options)")
     ap.add_argument("--out", default=None, help="run directory (default runs/<name>)")

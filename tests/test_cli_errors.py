@@ -159,3 +159,33 @@ def test_bad_input_gets_one_line_and_the_exit_code(cli, argv, code, message, fil
     if code == 2:
         sub = f" {argv[0]}" if cli == "nsm" else ""
         assert err.startswith(f"usage: {prog}{sub} ")
+
+
+@pytest.mark.parametrize("cli, argv, shown", [
+    ("nsm", ["infer", "--help"], ["--show SHOW           print scores of the first N inputs "
+                                  "(default: 3)", "(default: 115200)", "(default: all)"]),
+    ("nsm", ["bench", "--help"], ["inferences (default: 20)"]),
+    ("nsm", ["quantize", "--help"], ["(default: 4, the most the iCEBreaker holds)"]),
+    ("train", ["--help"], ["(default: 80)", "(default: 0.003)", "(default: digits)"]),
+    ("build", ["--help"], ["(default: 8)", "(default: 115200)"]),
+    ("main", ["--help"], ["(default: runs/main)", "(default: digits)"]),
+], ids=["nsm-infer", "nsm-bench", "nsm-quantize", "train", "build", "main"])
+def test_help_shows_the_defaults(cli, argv, shown, capsys):
+    main, _ = CLIS[cli]
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    for text in shown:
+        assert " ".join(text.split()) in out
+
+
+@pytest.mark.parametrize("cli", sorted(CLIS))
+def test_version(cli, capsys):
+    from model.cli import package_version
+
+    main, prog = CLIS[cli]
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out == f"{prog} (nsm-accel {package_version()})\n"
