@@ -301,9 +301,13 @@ def hardware_config(opts: TrainOptions, sizes, **overrides):
     `overrides` (lanes, weight_bits, samples, ...) re-target it (`nsm quantize`). Raises
     ConfigError naming a field that does not fit.
     """
-    from .config import digits_config, paper_config
+    from .config import ConfigError, NSMConfig, digits_config, paper_config
     from .quantize import p_fields
 
+    known = {f.name for f in dataclasses.fields(NSMConfig)}
+    for name in overrides:
+        if name not in known:
+            raise ConfigError(f"{name}: unknown configuration field")
     p_bits, p_keep = p_fields(opts.p)
     hardware = digits_config if opts.dataset == "digits" else paper_config
     fields = dict(layer_sizes=tuple(sizes), lanes=digits_config().lanes,

@@ -67,6 +67,8 @@ CASES = [
      "nsm: error: {q}: not a training checkpoint (a checkpoint.pt written by nsm-train)"),
     ("nsm-quantize-lanes-0", "nsm", ["quantize", "{ckpt}", "--lanes", "0"], 2,
      "python -m tools.nsm quantize: error: bad configuration: lanes: must be in 1..256, got 0"),
+    ("nsm-quantize-set-not-int", "nsm", ["quantize", "{ckpt}", "--set", "lanes=abc"], 2,
+     "python -m tools.nsm quantize: error: --set: lanes must be an integer, got 'abc'"),
     ("nsm-baud-divisor-0", "nsm", ["load", "{img}", "--sim", "--baud-divisor", "0"], 2,
      "python -m tools.nsm load: error: argument --baud-divisor: must be >= 4, got 0"),
     ("nsm-baud-divisor-1", "nsm", ["load", "{img}", "--sim", "--baud-divisor", "1"], 2,

@@ -170,3 +170,16 @@ def test_program_no_build_flashes_the_existing_bitstream(tmp_path, monkeypatch, 
                           str(out)]) == 1
     assert "was built for another configuration than" in capsys.readouterr().err
     assert log.read_text() == f"{out / 'nsm_top.bin'}\n"
+
+
+def test_quantize_sets_any_configuration_field(run, tmp_path, capsys):
+    q = tmp_path / "q.npz"
+    assert tools.nsm.main(["quantize", str(run / "run" / "checkpoint.pt"), "--set", "a_bits=10",
+                           "--set", "samples=8", "-o", str(q)]) == 0
+    config = QuantizedNSM.load(q).config
+    assert (config.a_bits, config.samples, config.lanes) == (10, 8, digits_config().lanes)
+    with pytest.raises(SystemExit) as e:
+        tools.nsm.main(["quantize", str(run / "run" / "checkpoint.pt"), "--set", "bogus=1"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.endswith(
+        "error: bad configuration: bogus: unknown configuration field\n")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import gzip
 import json
 import math
@@ -269,6 +270,19 @@ def cmd_quantize(args) -> int:
                           f"accelerator runs bNSMs (--model nsm --dist bernoulli) only")
     overrides = {k: v for k, v in (("lanes", args.lanes), ("weight_bits", args.weight_bits),
                                    ("samples", args.samples)) if v is not None}
+    for item in args.set or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--set: expected FIELD=VALUE, got {item!r}")
+        if name in ("layer_sizes", "name"):
+            raise UsageError(f"--set: {name} comes from the checkpoint")
+        defaults = {f.name: f.default for f in dataclasses.fields(NSMConfig)}
+        if isinstance(defaults.get(name), int):
+            try:
+                value = int(value)
+            except ValueError:
+                raise UsageError(f"--set: {name} must be an integer, got {value!r}") from None
+        overrides[name] = value
     try:
         config = hardware_config(opts, model.sizes, **overrides)
     except ConfigError as e:
@@ -561,6 +575,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight width (default: the training's --weight-bits)")
     q.add_argument("--samples", type=int, help="Monte-Carlo samples K per inference "
                                                "(default: the configuration's, 16)")
+    q.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                   help="any other NSMConfig field, e.g. --set a_bits=10 --set seed=3 "
+                        "(repeatable)")
     q.add_argument("--image", help="also write the weight image here")
 
     e = command("export", cmd_export, help="quantized .npz -> weight image")
