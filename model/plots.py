@@ -30,7 +30,7 @@ K_OFFSET_DECADES = 0.025
 # What `last_hidden_preact()` records for each model kind (the argument of its activation).
 PREACT_QUANTITY = {
     "nsm": "v = beta (w.z) / ||w|| + b, normalized (argument of erf)",
-    "stnn": "u = w.z + b, raw (argument of the stochastic sign)",
+    "stnn": "u = w.z + b, raw (P(z = +1) = sigmoid(u))",
     "binary": "u = w.z + b, raw (argument of sign)",
     "mlp": "u = w.z + b, raw (argument of the activation)",
 }
