@@ -11,8 +11,9 @@ Parts (--parts, default all):
   fashion  Fashion-MNIST 784-300-300-300-10 (threshold inputs): bNSM, StNN, deterministic binary
            (STE) and float MLP, test error at K = 1/16/100, and the scaling check (all weights
            x0.1 at inference).
-Plots (PNG, with --plots DIR): accuracy against K, and the last hidden layer's pre-activation
-percentiles during training, bNSM against StNN (paper Fig. 2).
+Plots (PNG, with --plots DIR): accuracy against K, one panel per data set with 95 % Wilson
+(binomial) error bars, and the last hidden layer's pre-activation percentiles during training,
+bNSM above StNN, each labelled with the quantity it records (paper Fig. 2).
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from model import train as trainmod  # noqa: E402
-from model.plots import plot_accuracy_vs_k, plot_preact_percentiles  # noqa: E402
+from model.plots import (PREACT_QUANTITY, plot_accuracy_panels,  # noqa: E402
+                         plot_preact_percentiles)
 
 KS = (1, 4, 16, 100)
 
@@ -70,7 +72,14 @@ def bench_digits(args, out: dict, runs_dir: Path):
     out["digits"] = {"epochs": epochs, "seed": args.seed,
                      **{label: {"test_accuracy": m["test_accuracy"],
                                 "quantized": m.get("quantized")} for label, m in rows.items()}}
-    return {f"digits {k}": v["test_accuracy"] for k, v in rows.items()}
+    curves = {}
+    for label, m in rows.items():
+        curves[f"{label} float"] = m["test_accuracy"]
+        if "quantized" in m:
+            curves[f"{label} {m['quantized']['config']['weight_bits']}-bit"] = \
+                m["quantized"]["test_accuracy"]
+    n = rows["bNSM"]["test_images"]
+    return {f"digits: {n} test images": (curves, n)}
 
 
 # -- training-step time ---------------------------------------------------------------------------
@@ -160,7 +169,9 @@ def bench_fashion(args, out: dict, runs_dir: Path):
                       "test_accuracy": {k: m["test_accuracy"] for k, m in rows.items()},
                       "scaled_x0.1_accuracy_k16": scaled}
     traces = {label: rows[label]["preact_percentiles"] for label in ("bNSM", "StNN")}
-    return ({f"F-MNIST {k}": m["test_accuracy"] for k, m in rows.items()}, traces)
+    n = rows["bNSM"]["test_images"]
+    return ({f"Fashion-MNIST: {n} test images": (
+        {k: m["test_accuracy"] for k, m in rows.items()}, n)}, traces)
 
 
 def main(argv=None) -> int:
@@ -203,9 +214,11 @@ def main(argv=None) -> int:
     if args.plots:
         plots = Path(args.plots)
         plots.mkdir(parents=True, exist_ok=True)
-        written = [plot_accuracy_vs_k(curves, plots / "accuracy_vs_k.png")]
+        written = [plot_accuracy_panels(curves, plots / "accuracy_vs_k.png")] if curves else []
         if traces:
-            written.append(plot_preact_percentiles(traces, plots / "preact_percentiles.png"))
+            written.append(plot_preact_percentiles(
+                traces, plots / "preact_percentiles.png",
+                quantities={"bNSM": PREACT_QUANTITY["nsm"], "StNN": PREACT_QUANTITY["stnn"]}))
         print("\nplots: " + ", ".join(str(p) for p in written))
         out["plots"] = [str(p) for p in written]
     if args.json:

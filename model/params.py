@@ -7,6 +7,7 @@ at random for tests, and consumed by the golden model, the image writer and the 
 from __future__ import annotations
 
 import dataclasses
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,7 +116,15 @@ class QuantizedNSM:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such quantized model file")
-        with np.load(path, allow_pickle=False) as f:
+        try:
+            archive = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+            raise ConfigError(f"{path}: not a quantized model (.npz of QuantizedNSM): not an "
+                              f"npz archive") from None
+        if not isinstance(archive, np.lib.npyio.NpzFile) or "config" not in archive.files:
+            raise ConfigError(f"{path}: not a quantized model (.npz of QuantizedNSM): no "
+                              f"configuration in it")
+        with archive as f:
             config = NSMConfig.from_json(str(f["config"]))
             n = config.n_layers
             try:

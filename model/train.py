@@ -33,10 +33,14 @@ from . import data as datamod
 from .baselines import BinaryNet, FloatMLP, StNN
 from .nsm import NSMNet, data_dependent_init
 
-__all__ = ["MODELS", "TrainOptions", "build_model", "prepare_data", "train_model",
-           "evaluate_mc", "load_checkpoint", "main"]
+__all__ = ["MODELS", "SPLIT_SEED", "TrainOptions", "build_model", "prepare_data", "train_model",
+           "hardware_config",
+           "evaluate_mc", "read_checkpoint", "load_checkpoint", "main"]
 
 MODELS = ("nsm", "stnn", "binary", "mlp")
+# Seed of the digits train/test split, the same for every training seed: the held-out images are
+# those the quantized model, the golden model and the hardware are evaluated on.
+SPLIT_SEED = 0
 
 
 @dataclass
@@ -111,7 +115,7 @@ class TrainOptions:
 
 def prepare_data(opts: TrainOptions):
     """Encoded +-1 float32 tensors (x_train, y_train, x_test, y_test)."""
-    x_tr, y_tr, x_te, y_te = datamod.load_dataset(opts.dataset, opts.data_dir, seed=0)
+    x_tr, y_tr, x_te, y_te = datamod.load_dataset(opts.dataset, opts.data_dir, seed=SPLIT_SEED)
     if opts.limit_train:
         x_tr, y_tr = x_tr[:opts.limit_train], y_tr[:opts.limit_train]
     if opts.limit_test:
@@ -173,9 +177,26 @@ def _percentiles(t: torch.Tensor | None):
     return [float(v) for v in q]
 
 
+def read_checkpoint(path) -> dict:
+    """The dict of a checkpoint.pt written by `train_model`; DataError if it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise datamod.DataError(f"{path}: no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:     # torch.load raises anything from zip, pickle or torch itself
+        raise datamod.DataError(f"{path}: not a training checkpoint (a checkpoint.pt written by "
+                                f"nsm-train)") from None
+    needed = ("model", "optimizer", "options", "epoch", "history", "n_inputs", "n_classes")
+    if not isinstance(ckpt, dict) or any(key not in ckpt for key in needed):
+        raise datamod.DataError(f"{path}: not a training checkpoint (a checkpoint.pt written by "
+                                f"nsm-train); it lacks {', '.join(k for k in needed if not isinstance(ckpt, dict) or k not in ckpt)}")
+    return ckpt
+
+
 def load_checkpoint(path):
     """(model, options, checkpoint dict) from a checkpoint.pt, for evaluation or export."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = read_checkpoint(path)
     opts = TrainOptions(**ckpt["options"])
     model = build_model(opts, ckpt["n_inputs"], ckpt["n_classes"])
     model.load_state_dict(ckpt["model"])
@@ -198,7 +219,7 @@ def train_model(opts: TrainOptions | None = None, **kw):
 
     # -- resume or initialize (eq. 8 over one batch for NSMs) --
     if opts.resume:
-        ckpt = torch.load(opts.resume, map_location="cpu", weights_only=False)
+        ckpt = read_checkpoint(opts.resume)
         saved = TrainOptions(**ckpt["options"])
         for key in ("model", "hidden", "noise", "dist", "encoding", "levels", "dataset"):
             if getattr(saved, key) != getattr(opts, key):
@@ -259,6 +280,7 @@ def train_model(opts: TrainOptions | None = None, **kw):
     # -- Monte-Carlo evaluation, quantization for NSMs --
     torch.manual_seed(opts.seed + 1)
     metrics = {"options": dataclasses.asdict(opts), "seed": opts.seed, "history": history,
+               "test_images": len(y_te),
                "preact_percentiles": preact_trace,
                "test_accuracy": {str(k): evaluate_mc(model, x_te, y_te, k)
                                  for k in opts.eval_samples}}
@@ -271,15 +293,34 @@ def train_model(opts: TrainOptions | None = None, **kw):
     return model, metrics
 
 
-def _quantize_and_evaluate(model, opts, x_te, y_te, run_dir) -> dict:
-    from .config import digits_config, paper_config
-    from .quantize import evaluate_quantized_torch, p_fields, quantize_nsm
+def hardware_config(opts: TrainOptions, sizes, **overrides):
+    """The NSMConfig a run of `opts` is quantized for (`sizes`: the trained layer sizes).
 
-    # The hardware defaults (lanes, widths) of the data set's network; the trained shape wins.
+    The data set's network (digits or the paper's) at the lane count of `digits_config`, the
+    most the iCEBreaker's UP5K holds, so that every trained model can go on either board;
+    `overrides` (lanes, weight_bits, samples, ...) re-target it (`nsm quantize`). Raises
+    ConfigError naming a field that does not fit.
+    """
+    from .config import ConfigError, NSMConfig, digits_config, paper_config
+    from .quantize import p_fields
+
+    known = {f.name for f in dataclasses.fields(NSMConfig)}
+    for name in overrides:
+        if name not in known:
+            raise ConfigError(f"{name}: unknown configuration field")
     p_bits, p_keep = p_fields(opts.p)
     hardware = digits_config if opts.dataset == "digits" else paper_config
-    config = hardware(layer_sizes=model.sizes, weight_bits=opts.weight_bits, noise=opts.noise,
-                      p_bits=p_bits, p_keep=p_keep, name=opts.run_name)
+    fields = dict(layer_sizes=tuple(sizes), lanes=digits_config().lanes,
+                  weight_bits=opts.weight_bits, noise=opts.noise, p_bits=p_bits, p_keep=p_keep,
+                  name=opts.run_name)
+    fields.update(overrides)
+    return hardware(**fields)
+
+
+def _quantize_and_evaluate(model, opts, x_te, y_te, run_dir) -> dict:
+    from .quantize import evaluate_quantized_torch, quantize_nsm
+
+    config = hardware_config(opts, model.sizes)
     q, report = quantize_nsm(model, config)
     q = q.replace(data=datamod.data_spec(opts.dataset, opts.encoding, opts.levels))
     q.save(run_dir / "quantized.npz")
@@ -289,53 +330,115 @@ def _quantize_and_evaluate(model, opts, x_te, y_te, run_dir) -> dict:
     return {"config": config.to_dict(), "report": report, "test_accuracy": acc}
 
 
-def _int_list(text: str) -> tuple[int, ...]:
+def _int_list(text: str, low: int = 1) -> tuple[int, ...]:
     try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
+        values = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    if min(values) < low:
+        raise argparse.ArgumentTypeError(f"every value must be >= {low}, got {text!r}")
+    return values
 
 
-def parse_args(argv=None) -> TrainOptions:
+# TrainOptions / configuration field -> the option that sets it, for messages.
+_OPTION_OF = {"weight_bits": "--weight-bits", "p": "--p", "p_keep": "--p", "p_bits": "--p",
+              "layer_sizes": "--hidden", "hidden": "--hidden", "levels": "--levels",
+              "input_flip": "--input-flip", "weight_decay": "--weight-decay",
+              "augment_shift": "--augment-shift", "encoding": "--encoding"}
+
+
+def _field_error(ap: argparse.ArgumentParser, error: Exception):
+    """A field's ValueError ("field: problem") as the usage error of its option."""
+    field, _, problem = str(error).partition(": ")
+    if field in _OPTION_OF and problem:
+        ap.error(f"argument {_OPTION_OF[field]}: {problem}")
+    ap.error(str(error))
+
+
+def _parser() -> argparse.ArgumentParser:
+    from .cli import HelpFormatter, add_version, float_above, int_at_least, prog_name
+
     d = TrainOptions()
-    ap = argparse.ArgumentParser(prog="python -m model.train", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", choices=datamod.DATASETS, default=d.dataset)
-    ap.add_argument("--data-dir", default=None, help="directory of IDX files (mnist, fashion)")
-    ap.add_argument("--model", choices=MODELS, default=d.model)
-    ap.add_argument("--hidden", type=_int_list, default=d.hidden, help="e.g. 100,100")
-    ap.add_argument("--noise", choices=("synapse", "input"), default=d.noise)
-    ap.add_argument("--dist", choices=("bernoulli", "gaussian"), default=d.dist)
+    ap = argparse.ArgumentParser(prog=prog_name("nsm-train", "model.train"), description=__doc__,
+                                 formatter_class=HelpFormatter)
+    ap.add_argument("--dataset", choices=datamod.DATASETS, default=d.dataset, help="data set")
+    ap.add_argument("--data-dir", default=None,
+                    help=f"directory of IDX files (mnist: required; fashion-mnist: default "
+                         f"{datamod.FASHION_MNIST_DIR}; not for digits)")
+    ap.add_argument("--model", choices=MODELS, default=d.model,
+                    help="bNSM or a baseline (StNN, binary STE, float MLP)")
+    ap.add_argument("--hidden", type=_int_list, default=",".join(map(str, d.hidden)),
+                    help="hidden layer sizes, e.g. 100,100")
+    ap.add_argument("--noise", choices=("synapse", "input"), default=d.noise,
+                    help="NSM noise: one draw per synapse or per input")
+    ap.add_argument("--dist", choices=("bernoulli", "gaussian"), default=d.dist,
+                    help="NSM noise distribution (the hardware runs bernoulli)")
     ap.add_argument("--p", type=float, default=d.p, help="blank-out keep probability")
     ap.add_argument("--activation", choices=("relu", "tanh"), default=d.activation,
                     help="float MLP activation")
-    ap.add_argument("--encoding", choices=datamod.ENCODINGS, default=d.encoding)
-    ap.add_argument("--levels", type=int, default=d.levels, help="thermometer levels")
-    ap.add_argument("--epochs", type=int, default=d.epochs)
-    ap.add_argument("--batch-size", type=int, default=d.batch_size)
-    ap.add_argument("--lr", type=float, default=d.lr)
-    ap.add_argument("--seed", type=int, default=d.seed)
-    ap.add_argument("--weight-bits", type=int, default=d.weight_bits)
-    ap.add_argument("--eval-samples", type=_int_list, default=d.eval_samples,
+    ap.add_argument("--encoding", choices=datamod.ENCODINGS, default=d.encoding,
+                    help="pixels to +-1 inputs")
+    ap.add_argument("--levels", type=int_at_least(1), default=d.levels,
+                    help="thermometer levels")
+    ap.add_argument("--epochs", type=int_at_least(0), default=d.epochs, help="training epochs")
+    ap.add_argument("--batch-size", type=int_at_least(1), default=d.batch_size,
+                    help="images per step")
+    ap.add_argument("--lr", type=float_above(0), default=d.lr,
+                    help="Adam learning rate (decays linearly to 0)")
+    ap.add_argument("--seed", type=int_at_least(0), default=d.seed,
+                    help="seed of initialization, noise and batches")
+    ap.add_argument("--weight-bits", type=int, default=d.weight_bits,
+                    help="weight width of the quantized model")
+    ap.add_argument("--eval-samples", type=_int_list,
+                    default=",".join(map(str, d.eval_samples)),
                     help="Monte-Carlo samples K, e.g. 1,4,16,100")
     ap.add_argument("--name", default=None, help="run name (default from the options)")
     ap.add_argument("--out", default=None, help="run directory (default runs/<name>)")
     ap.add_argument("--resume", default=None, help="checkpoint.pt to continue")
-    ap.add_argument("--augment-shift", type=int, default=d.augment_shift,
-                    help="shift training images by up to N pixels (default 0)")
+    ap.add_argument("--augment-shift", type=int_at_least(0), default=d.augment_shift,
+                    help="shift training images by up to N pixels")
     ap.add_argument("--input-flip", type=float, default=None,
                     help="flip each training input bit with this probability (default 0.1 on "
                          "digits, else 0)")
     ap.add_argument("--weight-decay", type=float, default=d.weight_decay,
                     help="decoupled weight decay (AdamW)")
-    ap.add_argument("--limit-train", type=int, default=None, help="use the first N images")
+    ap.add_argument("--limit-train", type=int_at_least(1), default=None,
+                    help="use the first N images")
     ap.add_argument("--plots", action="store_true",
                     help="also write accuracy_vs_k.png and preact_percentiles.png to the run "
                          "directory (python -m model.plots compares runs)")
     ap.add_argument("--no-progress", action="store_true")
+    add_version(ap)
+    return ap
+
+
+def _check_options(ap: argparse.ArgumentParser, opts: TrainOptions) -> None:
+    """Usage errors found before any data is read or any training step runs."""
+    if opts.dataset == "digits" and opts.data_dir is not None:
+        ap.error("--data-dir: digits ship with scikit-learn; --data-dir is for mnist and "
+                 "fashion-mnist")
+    if opts.out is not None and Path(opts.out).exists() and not Path(opts.out).is_dir():
+        ap.error(f"--out: {opts.out} is a file, not a folder")
+    if opts.model == "nsm" and opts.dist == "bernoulli" and opts.quantize:
+        # The configuration the run will be quantized for, built now from the data set's
+        # shape, so that --weight-bits or --p the hardware cannot take stop the run up front.
+        from .config import ConfigError
+        try:
+            levels = 1 if opts.encoding == "threshold" else opts.levels
+            n_classes = len(datamod.CLASS_NAMES[opts.dataset])
+            hardware_config(opts, (datamod.PIXELS[opts.dataset] * levels, *opts.hidden,
+                                   n_classes))
+        except ConfigError as e:
+            _field_error(ap, e)
+
+
+def parse_args(argv=None) -> TrainOptions:
+    ap = _parser()
     a = ap.parse_args(argv)
     try:
-        return TrainOptions(dataset=a.dataset, data_dir=a.data_dir, model=a.model,
+        opts = TrainOptions(dataset=a.dataset, data_dir=a.data_dir, model=a.model,
                             hidden=a.hidden, noise=a.noise, dist=a.dist, p=a.p,
                             activation=a.activation, encoding=a.encoding, levels=a.levels,
                             epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
@@ -346,15 +449,19 @@ def parse_args(argv=None) -> TrainOptions:
                             plots=a.plots,
                             progress=not a.no_progress)
     except ValueError as e:
-        ap.error(str(e))
+        _field_error(ap, e)
+    _check_options(ap, opts)
+    return opts
 
 
 def main(argv=None) -> int:
     opts = parse_args(argv)
     try:
+        if opts.resume:
+            read_checkpoint(opts.resume)      # refused before any data is loaded
         _, metrics = train_model(opts)
-    except (datamod.DataError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (datamod.DataError, ValueError, OSError) as e:
+        print(f"nsm-train: error: {e}", file=sys.stderr)
         return 1
     print(f"run: {opts.run_dir}")
     print("test accuracy (K samples): " + ", ".join(

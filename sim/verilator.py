@@ -20,6 +20,7 @@ import re
 import shutil
 import subprocess
 import sys
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +28,14 @@ from pathlib import Path
 __all__ = ["REPO_ROOT", "BUILD_ROOT", "CLOCK_PERIOD_NS", "SimError", "verilator_root",
            "tool_env", "amaranth_verilog", "module_ports", "clock_wrapper", "CocotbBuild",
            "build_cocotb", "run_cocotb", "check_cocotb", "build_harness",
-           "build_harness_from_verilog", "waves_requested"]
+           "build_harness_from_verilog", "waves_requested", "wave_options"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-BUILD_ROOT = REPO_ROOT / "build" / "sim"
+# Simulation builds: build/sim/ of the checkout; for an installed package (no pyproject.toml
+# beside the packages) NSM_BUILD_DIR or the user's cache, not site-packages.
+BUILD_ROOT = (Path(os.environ["NSM_BUILD_DIR"]) if os.environ.get("NSM_BUILD_DIR")
+              else REPO_ROOT / "build" / "sim" if (REPO_ROOT / "pyproject.toml").exists()
+              else Path.home() / ".cache" / "nsm-accel" / "sim")
 # Simulated clock period; only its ratio to Timers matters (Timers are in whole clock periods).
 CLOCK_PERIOD_NS = 10
 # g++ 12 needs -fcoroutines for Verilator's --timing.
@@ -44,8 +49,9 @@ class SimError(RuntimeError):
 
 
 def waves_requested() -> bool:
-    """True when the environment asks for waveforms (NSM_WAVES=1)."""
-    return os.environ.get("NSM_WAVES", "0") not in ("", "0", "false", "no")
+    """True when the environment asks for waveforms: NSM_WAVES=1, or cocotb's own WAVES=1."""
+    return any(os.environ.get(var, "0") not in ("", "0", "false", "no")
+               for var in ("NSM_WAVES", "WAVES"))
 
 
 # -- toolchain ------------------------------------------------------------------------------------
@@ -179,10 +185,12 @@ def clock_wrapper(verilog_text: str, module: str, top: str = "sim_top",
 
 @dataclass(frozen=True)
 class CocotbBuild:
-    """A compiled cocotb + Verilator simulation: its folder and top-level module."""
+    """A compiled cocotb + Verilator simulation: its folder and top-level module, and the
+    waveform file each run writes ("" without waveforms)."""
     build_dir: Path
     toplevel: str
     waves: bool
+    wave_file: str = ""
 
 
 def build_cocotb(name: str, verilog_text: str, module: str, *, waves: bool | None = None,
@@ -195,7 +203,8 @@ def build_cocotb(name: str, verilog_text: str, module: str, *, waves: bool | Non
 
     waves = waves_requested() if waves is None else waves
     wrapper = clock_wrapper(verilog_text, module, clock=clock)
-    flags = _TIMING_FLAGS + _WARNING_FLAGS + (_fst_flags() if waves else [])
+    wave_file, wave_flags = wave_options() if waves else ("", [])
+    flags = _TIMING_FLAGS + _WARNING_FLAGS + wave_flags
     key = _digest(verilog_text, wrapper, flags, _verilator_version(), "cocotb-v1")
     build_dir = BUILD_ROOT / f"{name}-{key}{'-waves' if waves else ''}"
     stamp = build_dir / "BUILD_OK"
@@ -217,24 +226,32 @@ def build_cocotb(name: str, verilog_text: str, module: str, *, waves: bool | Non
                     raise SimError(f"{name}: Verilator build failed ({e}); log: {log}\n"
                                    f"{_tail(log)}") from None
             stamp.write_text("ok\n")
-    return CocotbBuild(build_dir, "sim_top", waves)
+    return CocotbBuild(build_dir, "sim_top", waves, wave_file)
 
 
-def _fst_flags() -> list[str]:
-    """Verilator flags for FST waveforms. Verilator's FST writer needs lz4.h; where only the LZ4
-    runtime is installed, sim/include/lz4.h declares the two functions it calls and the runtime
-    library is linked by path."""
+INCLUDE_DIRS = ("/usr/include", "/usr/local/include")
+LIB_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib",
+            "/lib/x86_64-linux-gnu", "/usr/local/lib")
+
+
+def wave_options(include_dirs=INCLUDE_DIRS, lib_dirs=LIB_DIRS) -> tuple[str, list[str]]:
+    """(waveform file name, Verilator flags). FST where the LZ4 library is installed: Verilator's
+    FST writer needs lz4.h, and where only the LZ4 runtime is installed (no liblz4-dev),
+    sim/include/lz4.h declares the two functions it calls and the runtime is linked by path.
+    Without any LZ4 library: VCD (no compression library needed), with a warning saying what to
+    install for FST."""
     flags = ["--trace-fst", "--trace-structs"]
-    if any(Path(d, "lz4.h").exists() for d in ("/usr/include", "/usr/local/include")):
-        return flags + ["-LDFLAGS", "-llz4"]
-    lib_dirs = ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64",
-                "/usr/lib", "/lib/x86_64-linux-gnu", "/usr/local/lib"]
-    libs = [str(p) for d in lib_dirs for p in sorted(Path(d).glob("liblz4.so*"))
-            if Path(d).is_dir()]
+    if any(Path(d, "lz4.h").exists() for d in include_dirs) and any(
+            Path(d, "liblz4.so").exists() for d in lib_dirs):
+        return "dump.fst", flags + ["-LDFLAGS", "-llz4"]
+    libs = [str(p) for d in lib_dirs if Path(d).is_dir()
+            for p in sorted(Path(d).glob("liblz4.so*"))]
     if not libs:
-        raise SimError("NSM_WAVES: FST waveforms need the LZ4 library (Debian: liblz4-1)")
+        warnings.warn("waveforms: no LZ4 library for FST (Debian: apt-get install liblz4-1); "
+                      "writing VCD (dump.vcd) instead", RuntimeWarning, stacklevel=2)
+        return "dump.vcd", ["--trace", "--trace-structs"]
     include = Path(__file__).resolve().parent / "include"
-    return flags + ["-CFLAGS", f"-I{include}", "-LDFLAGS", libs[0]]
+    return "dump.fst", flags + ["-CFLAGS", f"-I{include}", "-LDFLAGS", libs[0]]
 
 
 def _tail(path: Path, lines: int = 60) -> str:
@@ -269,7 +286,7 @@ def run_cocotb(build: CocotbBuild, test_module: str, *, env: dict | None = None,
                             hdl_toplevel_lang="verilog", build_dir=build.build_dir,
                             test_dir=test_dir, results_xml=str(results), extra_env=extra,
                             testcase=testcase, waves=build.waves, log_file=log,
-                            test_args=["--trace-file", str(test_dir / "dump.fst")]
+                            test_args=["--trace-file", str(test_dir / build.wave_file)]
                             if build.waves else [])
             except SystemExit:
                 pass

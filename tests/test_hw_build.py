@@ -132,16 +132,21 @@ def test_cli_writes_verilog_of_a_json_config_with_overrides(config_file, tmp_pat
 
 
 def test_cli_refuses_a_bad_config_naming_the_field(tmp_path, capsys):
-    assert build.main(["--lanes", "0", "--out", str(tmp_path)]) == 2
-    assert capsys.readouterr().err == ("hw.build: bad configuration: lanes: must be in 1..256, "
-                                       "got 0\n")
+    with pytest.raises(SystemExit) as e:
+        build.main(["--lanes", "0", "--out", str(tmp_path)])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.endswith("\npython -m hw.build: error: bad configuration: "
+                                            "lanes: must be in 1..256, got 0\n")
     assert not (tmp_path / "nsm_core.v").exists()
 
 
 def test_cli_refuses_a_missing_config_file(tmp_path, capsys):
-    assert build.main(["--config", str(tmp_path / "nope.json")]) == 2
-    assert capsys.readouterr().err == (f"hw.build: bad configuration: --config: "
-                                       f"{tmp_path / 'nope.json'} does not exist\n")
+    with pytest.raises(SystemExit) as e:
+        build.main(["--config", str(tmp_path / "nope.json")])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.endswith(f"\npython -m hw.build: error: bad configuration: "
+                                            f"--config: {tmp_path / 'nope.json'} does not "
+                                            f"exist\n")
 
 
 @pytest.mark.parametrize("board,tool,package,command", [

@@ -99,3 +99,39 @@ def test_uart_bfm_loopback(baud):
                             "loopback")
     sv.check_cocotb(build, "sim.tb_selftest", testcase="uart_bfm_round_trip",
                     env={"UART_BAUD": str(baud)}, tag=f"uart{baud}")
+
+
+def test_waveforms_fst_with_lz4_and_vcd_with_a_warning_without(tmp_path):
+    """FST needs LZ4: linked with -llz4 where liblz4-dev is installed, by path (with the bundled
+    header) where only the runtime is, and without any LZ4 the build falls back to VCD, saying
+    what to install."""
+    from sim.verilator import wave_options
+
+    inc, lib, none = tmp_path / "inc", tmp_path / "lib", tmp_path / "none"
+    for d in (inc, lib, none):
+        d.mkdir()
+    (lib / "liblz4.so.1").write_bytes(b"")
+    name, flags = wave_options([str(none)], [str(lib)])
+    assert name == "dump.fst" and flags[:2] == ["--trace-fst", "--trace-structs"]
+    assert flags[-2:] == ["-LDFLAGS", str(lib / "liblz4.so.1")]
+    assert flags[flags.index("-CFLAGS") + 1].endswith("sim/include")
+    (inc / "lz4.h").write_text("")
+    (lib / "liblz4.so").write_bytes(b"")
+    assert wave_options([str(inc)], [str(lib)]) == (
+        "dump.fst", ["--trace-fst", "--trace-structs", "-LDFLAGS", "-llz4"])
+    with pytest.warns(RuntimeWarning, match=r"^waveforms: no LZ4 library for FST \(Debian: "
+                                            r"apt-get install liblz4-1\); writing VCD"):
+        assert wave_options([str(none)], [str(none)]) == ("dump.vcd",
+                                                          ["--trace", "--trace-structs"])
+
+
+@pytest.mark.parametrize("env, expected", [({}, False), ({"NSM_WAVES": "1"}, True),
+                                           ({"WAVES": "1"}, True), ({"WAVES": "0"}, False)])
+def test_waves_follow_nsm_waves_and_cocotbs_waves(monkeypatch, env, expected):
+    from sim.verilator import waves_requested
+
+    monkeypatch.delenv("NSM_WAVES", raising=False)
+    monkeypatch.delenv("WAVES", raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert waves_requested() is expected

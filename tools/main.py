@@ -1,12 +1,17 @@
-"""The main job: from the digits data set to the simulated accelerator, in one command.
+"""The main job: from a data set to the simulated accelerator, in one command.
 
-    python -m tools.main [--out runs/main] [--epochs N] [--images N] [--boards]
+    nsm-main [--dataset digits|mnist|fashion-mnist] [--data-dir DIR] [--out runs/main]
+             [--epochs N] [--images N] [--seed S] [--boards]
 
-Stages (each with a progress bar): train a bNSM on scikit-learn's digits, quantize it to the
-hardware's fixed point, export the weight image, generate the Verilog, build the Verilator model,
-load the image through the host tool into the simulated accelerator, classify the held-out test
-images there and with the golden model, and print one report (also saved as JSON and Markdown,
-with the accuracy-against-K plot).
+(`python -m tools.main` is the same.) Stages (each with a progress bar): train a bNSM, quantize
+it to the hardware's fixed point, export the weight image, generate the Verilog, build the
+Verilator model, load the image through the host tool into the simulated accelerator, classify
+held-out test images there and with the golden model, and print one report (also saved as JSON
+and Markdown, with the accuracy-against-K plot).
+
+Every accuracy row of the report is computed on the same test images, those of the split the
+model was trained with (`model.train.prepare_data`), and says how many; the report records the
+command line, the commit, the package versions and the seeds.
 """
 
 from __future__ import annotations
@@ -15,39 +20,156 @@ import argparse
 import datetime
 import json
 import platform
+import shlex
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from model.cli import (EXIT_ERROR, EXIT_OK, HelpFormatter, add_version, int_at_least,
+                       prog_name)
 from model.config import NSMConfig
 
-__all__ = ["main", "run_main_job"]
+__all__ = ["main", "run_main_job", "train_options", "evaluation_set", "images_digest", "provenance",
+           "KS"]
 
 # Boards the accelerator is built for, and where their build reports land (hw.build --board).
 BOARDS = ("icebreaker", "ulx3s-85f")
+# Monte-Carlo sample counts of the report's accuracy rows.
+KS = (1, 4, 16, 100)
+# The paper's network for the 28x28 data sets, until a tuned recipe replaces it: three hidden
+# layers of 300, threshold-coded pixels (784 inputs), Adam at 1e-3.
+PAPER_RECIPE = dict(hidden=(300, 300, 300), encoding="threshold", levels=1, lr=1e-3, epochs=10)
+# Test images the RTL classifies by default on the 28x28 sets (the simulated paper network at 4
+# lanes takes about 3 s per image on one core); digits: all 360.
+DEFAULT_IMAGES_LARGE = 200
+PACKAGES = ("torch", "numpy", "scikit-learn", "amaranth", "cocotb", "verilator", "pyserial")
 
 
 def _parser() -> argparse.ArgumentParser:
+    from model.data import DATASETS, FASHION_MNIST_DIR
     p = argparse.ArgumentParser(
-        prog="python -m tools.main",
-        description="Train, quantize, export and run a bNSM on digits through the simulated "
-                    "accelerator; print and save the report.")
+        prog=prog_name("nsm-main", "tools.main"), formatter_class=HelpFormatter,
+        description="Train, quantize, export and run a bNSM through the simulated accelerator; "
+                    "print and save the report.")
+    p.add_argument("--dataset", choices=DATASETS, default="digits",
+                   help="data set: digits (scikit-learn, 256-100-100-10) or the paper network "
+                        "784-300-300-300-10 on mnist / fashion-mnist")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help=f"folder of the IDX files (mnist: required; fashion-mnist: default "
+                        f"{FASHION_MNIST_DIR}; not for digits)")
     p.add_argument("--out", type=Path, default=Path("runs/main"),
-                   help="output folder for the checkpoint, image, report (default: runs/main)")
-    p.add_argument("--epochs", type=int, default=None,
-                   help="training epochs (default: the training module's digits default)")
-    p.add_argument("--seed", type=int, default=0, help="seed of training and data split")
-    p.add_argument("--images", type=int, default=None,
-                   help="classify only the first N held-out images (default: all)")
-    p.add_argument("--baud-divisor", type=int, default=8,
-                   help="clock cycles per UART bit in the simulated accelerator (default: 8)")
+                   help="output folder for the checkpoint, image, report")
+    p.add_argument("--epochs", type=int_at_least(1), default=None,
+                   help=f"training epochs (default: 80 on digits, {PAPER_RECIPE['epochs']} on "
+                        f"mnist/fashion-mnist)")
+    p.add_argument("--seed", type=int_at_least(0), default=0,
+                   help="seed of training and of the Monte-Carlo evaluations")
+    p.add_argument("--images", type=int_at_least(1), default=None,
+                   help=f"classify the first N held-out images (default: all on digits, "
+                        f"{DEFAULT_IMAGES_LARGE} on mnist/fashion-mnist)")
+    p.add_argument("--baud-divisor", type=int_at_least(4), default=8,
+                   help="clock cycles per UART bit in the simulated accelerator")
     p.add_argument("--boards", action="store_true",
                    help="also build bitstreams for the supported boards (needs the yowasp "
-                        "toolchain: pip install -e '.[boards]'); otherwise earlier reports in "
-                        "build/ are used where present")
+                        "toolchain, the [boards] extra); otherwise earlier reports in build/ "
+                        "are used where present")
+    add_version(p)
     return p
+
+
+def _check_args(parser: argparse.ArgumentParser, args) -> None:
+    """Usage errors that need more than one option or the file system (exit 2)."""
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out: {args.out} is a file, not a folder")
+    if args.dataset == "digits" and args.data_dir is not None:
+        parser.error("--data-dir: digits ship with scikit-learn; --data-dir is for mnist and "
+                     "fashion-mnist")
+    if args.dataset == "mnist" and args.data_dir is None:
+        parser.error("--data-dir: mnist needs the folder of its IDX files (nothing is "
+                     "downloaded)")
+
+
+def train_options(args):
+    """The TrainOptions of the main job for its data set."""
+    from model.train import TrainOptions
+    # The training's own quantized evaluation is skipped (K=1 only): the report computes every
+    # row itself, on the images the RTL classifies.
+    common = dict(dataset=args.dataset, model="nsm", seed=args.seed, out=str(args.out / "train"),
+                  quantized_max_k=1,
+                  data_dir=str(args.data_dir) if args.data_dir is not None else None)
+    recipe = {} if args.dataset == "digits" else dict(PAPER_RECIPE)
+    if args.epochs is not None:
+        recipe["epochs"] = args.epochs
+    # The training's own final evaluation on the report's images only (the first N of the
+    # test set): it is not part of the report, and on 10000 images it would take long.
+    images = args.images if args.images is not None or args.dataset == "digits" \
+        else DEFAULT_IMAGES_LARGE
+    return TrainOptions(**common, **recipe, limit_test=images)
+
+
+def evaluation_set(opts, images: int | None):
+    """(inputs +-1 int64 (n, N_0), labels (n,), test images in the split): the first `images`
+    test images of the very split `opts` trains on."""
+    import dataclasses
+
+    from model.train import prepare_data
+    _, _, x_test, y_test = prepare_data(dataclasses.replace(opts, limit_test=None))
+    inputs = x_test.numpy().astype(np.int64)
+    labels = y_test.numpy().astype(np.int64)
+    total = len(labels)
+    if images is not None:
+        inputs, labels = inputs[:images], labels[:images]
+    return inputs, labels, total
+
+
+def images_digest(inputs, labels) -> str:
+    """SHA-256 of the evaluated images (inputs as int8, then labels as int64): which images a
+    report is about, checkable against any other run."""
+    import hashlib
+    h = hashlib.sha256(np.ascontiguousarray(inputs, dtype=np.int8).tobytes())
+    h.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
+    return h.hexdigest()
+
+
+def _split_description(opts) -> str:
+    from model.data import DIGITS_TEST_FRACTION
+    from model.train import SPLIT_SEED
+    if opts.dataset == "digits":
+        return (f"scikit-learn digits, stratified {DIGITS_TEST_FRACTION:.0%} hold-out, split "
+                f"seed {SPLIT_SEED}, the training's split")
+    return f"{opts.dataset} t10k test set (the training used the 60000 training images)"
+
+
+def _git(*args) -> str | None:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+                             timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def provenance(argv: list[str], seed: int) -> dict:
+    """What reproduces a report: the command line, the commit, the package versions, the seed."""
+    from importlib import metadata
+
+    from model.cli import package_version
+    commit = _git("rev-parse", "HEAD")
+    if commit is not None and _git("status", "--porcelain", "--untracked-files=no"):
+        commit += " (with uncommitted changes)"
+    versions = {"python": platform.python_version(), "nsm-accel": package_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return {"command": " ".join([prog_name("nsm-main", "tools.main"), shlex.join(argv)]).strip(),
+            "commit": commit or "unknown (not a git checkout)",
+            "versions": versions, "seed": seed}
 
 
 def _stage(name: str):
@@ -63,9 +185,9 @@ def _report_identity(report: dict) -> int | None:
         return None
 
 
-def _board_reports(config, build_boards: bool) -> dict:
+def _board_reports(config, build_boards: bool, model_path: Path) -> dict:
     """Resources and Fmax per board: built now (--boards), or from an earlier hw.build run."""
-    from hw.build import BOARDS, build_board
+    from hw.build import ToolchainError, build_board, missing_toolchain
     name = config.name or f"nsm-{config.identity:08x}"
     reports = {}
     for board in BOARDS:
@@ -73,33 +195,46 @@ def _board_reports(config, build_boards: bool) -> dict:
         if build_boards:
             try:
                 reports[board] = build_board(config, board, path.parent)
-                continue
-            except SystemExit as e:       # toolchain missing: say so in the report
+            except ToolchainError as e:       # toolchain missing: say so in the report
                 reports[board] = {"missing": str(e)}
-                continue
+            continue
         # Any earlier build of this very configuration (the identity, not the folder, decides).
         built = [r for r in map(lambda f: json.loads(f.read_text()),
                                 sorted(Path("build").glob(f"{board}/*/report.json")))
                  if _report_identity(r) == config.identity]
         if built:
             reports[board] = built[0]
-        else:
-            reports[board] = {"missing": f"no build of {config.identity:08x} yet; run: python -m "
-                                         f"hw.build --board {board} (needs pip install -e "
-                                         f"'.[boards]')"}
+            continue
+        hint = (f"no build of {config.identity:08x} yet; run: nsm-build --board {board} "
+                f"--model {model_path}")
+        if missing_toolchain():
+            hint += " (needs the [boards] extra: pip install 'nsm-accel[boards]')"
+        reports[board] = {"missing": hint}
     return reports
 
 
-def run_main_job(args) -> dict:
+def _wilson(accuracy: float, n: int) -> tuple[float, float]:
+    from model.plots import wilson_interval
+    return wilson_interval(accuracy, n)
+
+
+def _accuracy_row(label: str, n: int, by_k: dict) -> dict:
+    return {"label": label, "images": n,
+            "accuracy": {str(k): float(v) for k, v in by_k.items()},
+            "ci95": {str(k): _wilson(float(v), n) for k, v in by_k.items()}}
+
+
+def run_main_job(args, argv: list[str] | None = None) -> dict:
     """Every stage of the main job; returns the report (also written as JSON and Markdown)."""
+    import torch
     from tqdm import tqdm
 
     from firmware.image import write_image
     from hw.build import write_verilog
     from model import golden
-    from model.data import encode_thermometer, load_digits_split
     from model.params import QuantizedNSM
-    from model.train import TrainOptions, train_model
+    from model.quantize import evaluate_quantized_torch
+    from model.train import evaluate_mc, train_model
     from sim.verilator import build_harness
     from tools.client import Device
     from tools.transport import SimTransport
@@ -108,16 +243,17 @@ def run_main_job(args) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     timings = {}
+    opts = train_options(args)
+    # The evaluation images first: a data set that is missing is refused before training.
+    inputs, labels, total = evaluation_set(opts, opts.limit_test)
+    n = len(labels)
 
     # 1. Train the bNSM and quantize it (the training run writes quantized.npz beside it).
-    _stage("1/6 train and quantize a bNSM on digits")
+    _stage(f"1/6 train and quantize a bNSM on {args.dataset}")
     t = time.monotonic()
-    # The quantized model is evaluated at every K of the report (exact per-synapse noise; a few
-    # seconds on digits).
-    opts = TrainOptions(dataset="digits", model="nsm", seed=args.seed, out=str(out / "train"),
-                        quantized_max_k=100, **({"epochs": args.epochs} if args.epochs else {}))
-    _, metrics = train_model(opts)
-    params = QuantizedNSM.load(out / "train" / "quantized.npz")
+    model, _ = train_model(opts)
+    model_path = out / "train" / "quantized.npz"
+    params = QuantizedNSM.load(model_path)
     config = params.config
     timings["train_s"] = time.monotonic() - t
     print(config.describe())
@@ -125,36 +261,34 @@ def run_main_job(args) -> dict:
     # 2. The weight image and the Verilog.
     _stage("2/6 export the weight image and generate the Verilog")
     image = write_image(params)
-    (out / "digits.nsmimg").write_bytes(image)
+    image_path = out / f"{args.dataset}.nsmi"
+    image_path.write_bytes(image)
     verilog_path = write_verilog(config, out / "verilog", baud_divisor=args.baud_divisor)
-    print(f"image {len(image)} bytes -> {out / 'digits.nsmimg'}; Verilog -> {verilog_path}")
+    print(f"image {len(image)} bytes -> {image_path}; Verilog -> {verilog_path}")
 
-    # 3. The held-out test images, as the +-1 inputs the accelerator takes.
-    levels = config.n_inputs // 64
-    _, _, x_test, y_test = load_digits_split(seed=args.seed)
-    inputs = encode_thermometer(x_test, levels).astype(np.int64)
-    labels = np.asarray(y_test)
-    if args.images is not None:
-        inputs, labels = inputs[:args.images], labels[:args.images]
-    n = len(inputs)
-
-    # 4. The golden model, from the seeds the image loads (as the device starts after a load).
-    _stage("3/6 golden model")
+    # 3. Float and quantized (ideal noise) rows, then the golden model from the seeds the image
+    # loads (as the device starts after a load); all on the same n test images.
+    _stage(f"3/6 float, quantized and golden model on {n} test images")
+    x_float = torch.from_numpy(inputs.astype(np.float32))
+    y_torch = torch.from_numpy(labels)
+    torch.manual_seed(args.seed + 1)
+    float_by_k = {k: evaluate_mc(model, x_float, y_torch, k) for k in KS}
+    quantized_by_k = {k: evaluate_quantized_torch(params, inputs, labels, k, args.seed)
+                      for k in tqdm(KS, desc="quantized", unit="K")}
     expected = golden.run(params, inputs, trace=False)
-    golden_acc = float(np.mean(expected.cls == labels))
     golden_by_k = {}
-    for k in (1, 4, 16, 100):
+    for k in tqdm(KS, desc="golden", unit="K"):
         cfg_k = NSMConfig.from_dict({**config.to_dict(), "samples": k})
         golden_by_k[k] = float(np.mean(golden.run(params.replace(config=cfg_k), inputs,
                                                   trace=False).cls == labels))
 
-    # 5. Verilator model, image loaded through the host tool, every test image classified.
+    # 4. Verilator model, image loaded through the host tool, every test image classified.
     _stage("4/6 build the Verilator model of the accelerator")
     t = time.monotonic()
     build_harness(config, baud_divisor=args.baud_divisor)
     timings["verilator_build_s"] = time.monotonic() - t
 
-    _stage("5/6 load the image and classify the test images on the simulated accelerator")
+    _stage(f"5/6 load the image and classify {n} test images on the simulated accelerator")
     t = time.monotonic()
     rtl_cls, equal, cycles = [], 0, []
     mismatches = []
@@ -174,23 +308,30 @@ def run_main_job(args) -> dict:
     timings["rtl_s"] = time.monotonic() - t
     rtl_acc = float(np.mean(np.array(rtl_cls) == labels))
 
-    # 6. Report.
+    # 5. Report.
     _stage("6/6 report")
-    boards = _board_reports(config, args.boards)
+    boards = _board_reports(config, args.boards, model_path)
     cycles_per_inference = float(np.mean(cycles))
     per_sample = cycles_per_inference / config.samples
     report = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.node()} {platform.machine()} {platform.processor()}".strip(),
+        "reproduce": provenance(list(sys.argv[1:] if argv is None else argv), args.seed),
+        "dataset": args.dataset,
+        "split": _split_description(opts),
+        "test_images_in_split": total,
+        "images": n,
+        "images_sha256": images_digest(inputs, labels),
         "config": config.describe(),
         "device_identity": f"{ident.identity:08x}",
         "samples_K": config.samples,
-        "images": n,
-        "float_accuracy": metrics["test_accuracy"],
-        "quantized_accuracy": metrics["quantized"]["test_accuracy"],
-        "golden_accuracy": golden_acc,
-        "golden_accuracy_by_K": golden_by_k,
-        "rtl_accuracy": rtl_acc,
+        "rows": {
+            "float": _accuracy_row("float (PyTorch, ideal noise)", n, float_by_k),
+            "quantized": _accuracy_row("quantized (PyTorch, ideal Bernoulli)", n,
+                                       quantized_by_k),
+            "golden": _accuracy_row("golden model (LFSR, integers)", n, golden_by_k),
+            "rtl": _accuracy_row("RTL (Verilator)", n, {config.samples: rtl_acc}),
+        },
         "rtl_equals_golden": int(equal),
         "mismatched_images": mismatches,
         "cycles_per_inference": cycles_per_inference,
@@ -206,32 +347,36 @@ def run_main_job(args) -> dict:
             entry["inferences_per_s_at_fmax"] = rep["fmax_mhz"] * 1e6 / cycles_per_inference
         report["boards"][board] = entry
     report["timings_s"]["total"] = round(time.monotonic() - started, 1)
-    _write_report(out, report, metrics)
+    _write_report(out, report)
     return report
 
 
-def _write_report(out: Path, report: dict, metrics: dict) -> None:
+def _write_report(out: Path, report: dict) -> None:
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    ks = ["1", "4", "16", "100"]
-    fa, qa, ga = (report["float_accuracy"], report["quantized_accuracy"],
-                  report["golden_accuracy_by_K"])
+    ks = [str(k) for k in KS]
+    rows = report["rows"]
+    rep = report["reproduce"]
     lines = [
         f"# NSM accelerator: main job report ({report['date']})",
         "",
         f"- configuration: `{report['config']}`",
+        f"- test images: the first {report['images']} of {report['test_images_in_split']} "
+        f"({report['split']})",
+        f"- command: `{rep['command']}`; seed {rep['seed']}",
+        f"- commit: {rep['commit']}",
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in rep["versions"].items()),
         f"- machine: {report['machine']}",
-        f"- held-out digits test images: {report['images']}",
         "",
-        "| accuracy | " + " | ".join(f"K={k}" for k in ks) + " |",
-        "|---|" + "---|" * len(ks),
-        "| float (PyTorch, ideal noise) | " + " | ".join(
-            f"{fa[k]:.4f}" if k in fa else "-" for k in ks) + " |",
-        "| quantized (PyTorch, ideal Bernoulli) | " + " | ".join(
-            f"{qa[k]:.4f}" if k in qa else "-" for k in ks) + " |",
-        "| golden model (LFSR, integers) | " + " | ".join(
-            f"{ga[int(k)]:.4f}" for k in ks) + " |",
+        "| accuracy [95 % Wilson interval] | images | " + " | ".join(f"K={k}" for k in ks) + " |",
+        "|---|---|" + "---|" * len(ks),
+    ]
+    for row in rows.values():
+        acc, ci = row["accuracy"], row["ci95"]
+        lines.append(f"| {row['label']} | {row['images']} | " + " | ".join(
+            f"{acc[k]:.4f} [{ci[k][0]:.3f}, {ci[k][1]:.3f}]" if k in acc else "-" for k in ks)
+            + " |")
+    lines += [
         "",
-        f"- RTL accuracy (Verilator, K={report['samples_K']}): {report['rtl_accuracy']:.4f}",
         f"- **RTL equals golden model (class, scores, votes): {report['rtl_equals_golden']} of "
         f"{report['images']} images**",
         f"- cycles per inference: {report['cycles_per_inference']:.0f}; per sample "
@@ -262,32 +407,30 @@ def _write_report(out: Path, report: dict, metrics: dict) -> None:
 
 
 def _plot_accuracy(path: Path, report: dict) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for label, acc in (("float", report["float_accuracy"]),
-                       ("quantized (ideal noise)", report["quantized_accuracy"]),
-                       ("golden model (LFSR)", report["golden_accuracy_by_K"])):
-        ks = sorted(int(k) for k in acc)
-        ax.plot(ks, [acc[k] if k in acc else acc[str(k)] for k in ks], marker="o", label=label)
-    ax.plot([report["samples_K"]], [report["rtl_accuracy"]], marker="*", markersize=14,
-            linestyle="none", color="black", label="RTL (Verilator)")
-    ax.set_xscale("log")
-    ax.set_xlabel("Monte-Carlo samples K")
-    ax.set_ylabel("test accuracy")
-    ax.set_title("bNSM on digits")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    from model.plots import plot_accuracy_vs_k
+    rows = report["rows"]
+    plot_accuracy_vs_k({row["label"]: row["accuracy"] for row in rows.values()}, path,
+                       title=f"bNSM on {report['dataset']}: {report['images']} test images",
+                       images={row["label"]: row["images"] for row in rows.values()})
 
 
 def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
-    report = run_main_job(args)
-    return 0 if report["rtl_equals_golden"] == report["images"] else 1
+    parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    _check_args(parser, args)
+    from model.config import ConfigError
+    from model.data import DataError
+    from sim.verilator import SimError
+    from tools.client import DeviceError, ProtocolError
+    from tools.transport import DeviceTimeout
+    try:
+        report = run_main_job(args, argv)
+    except (DataError, ConfigError, SimError, DeviceError, ProtocolError, DeviceTimeout,
+            OSError) as e:
+        print(f"nsm-main: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK if report["rtl_equals_golden"] == report["images"] else EXIT_ERROR
 
 
 if __name__ == "__main__":

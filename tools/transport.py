@@ -59,14 +59,15 @@ def _timeout(what: str, n: int, got: int, timeout: float, where: str) -> DeviceT
 
 
 class SerialTransport(Transport):
-    """A board on a serial port (8N1)."""
+    """A board on a serial port (8N1): a device path, or a pyserial URL (socket://host:port,
+    rfc2217://host:port, loop://, ...), opened with `serial.serial_for_url`."""
 
     def __init__(self, port: str, baud: int = 115200):
         import serial  # pyserial; imported here so that the other transports do not need it
 
         try:
-            self._serial = serial.Serial(port, baud, timeout=0.05)
-        except serial.SerialException as e:
+            self._serial = serial.serial_for_url(port, baud, timeout=0.05)
+        except (serial.SerialException, ValueError) as e:
             raise OSError(f"{port}: cannot open the serial port ({e})") from None
         self.port = port
         self._serial.reset_input_buffer()
