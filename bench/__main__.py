@@ -131,8 +131,10 @@ def _board_table() -> tuple[str, list[dict]]:
         rows.append(f"| {rep.get('board')} | {rep.get('config')} | {res} | "
                     f"{rep.get('fmax_mhz')} | {rep.get('timing_met', '-')} | {ips} |")
     if not reports:
+        from hw.build import missing_toolchain
+        needs = " (needs the [boards] extra)" if missing_toolchain() else ""
         rows.append("| (none) | build them with `python -m hw.build --board icebreaker` and "
-                    "`--board ulx3s-85f` (needs `pip install -e '.[boards]'`) | | | | |")
+                    f"`--board ulx3s-85f`{needs} | | | | |")
     return "\n".join(rows) + "\n", reports
 
 
