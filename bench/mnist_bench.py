@@ -1,0 +1,388 @@
+"""MNIST figures: the paper's Tables 1 and 2 reproduced, the PI-MNIST bNSM on the accelerator
+(quantized, golden model, RTL over the simulated UART) and its Monte-Carlo uncertainty.
+
+    python -m bench.mnist_bench [--json bench/mnist_results.json] [--plots bench/plots]
+
+Prints one Markdown section. Training runs live in `--runs` (default runs/mnist/): a run whose
+metrics.json holds the asked-for epochs is reused, otherwise it is trained there with
+`model.train.recipe` (so a second bench run costs only the evaluations). Everything is seeded.
+
+1. PI-MNIST 784-300-300-300-10 (threshold inputs): bNSM and StNN over `--seeds`, binary STE and
+   the float MLP (first seed), test error at K = 1/16/100 beside the paper's Table 1; the x0.1
+   weight-scaling check; Fig. 2 (15/50/85th percentiles of the last hidden layer's input).
+2. Conv 32c5-p2-64c5-p2-1024-10: bNSM, gNSM (Gaussian per-input noise), deterministic CNN,
+   bNSM-STE, `--conv-epochs` each, beside the paper's Table 2.
+3. The first seed's bNSM quantized for the largest ULX3S-85F build (w7, 64 lanes): golden model
+   on `--golden-images` test images at the device's K = 16 against the float network at K = 16;
+   the RTL (Verilator harness, host tool over the simulated UART) against the golden model on
+   `--rtl-images` images (class, scores and votes compared with ==).
+4. Uncertainty from the golden model's scores and votes: ECE and reliability against K, OOD
+   AUROC (vote entropy, score margin) against Fashion-MNIST, beside the float MLP's softmax.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from model import data as datamod  # noqa: E402
+from model import train as trainmod  # noqa: E402
+from model import uncertainty as unc  # noqa: E402
+
+PAPER_TABLE1 = {"bNSM": 1.36, "StNN": 1.47, "bNSM x0.1": 1.38}
+PAPER_TABLE2 = {"bNSM": 0.775, "gNSM": 0.805, "CNN": 0.880, "bNSM-STE": 2.13}
+KS = (1, 16, 100)
+UNC_KS = (1, 2, 4, 8, 16)
+FC_MODELS = {"bNSM": dict(model="nsm"), "StNN": dict(model="stnn"),
+             "binary STE": dict(model="binary"), "MLP (relu)": dict(model="mlp")}
+CONV_MODELS = {"bNSM": dict(model="nsm"),
+               "gNSM": dict(model="nsm", dist="gaussian", noise="input"),
+               "CNN": dict(model="mlp"),
+               "bNSM-STE": dict(model="nsm", estimator="ste")}
+
+
+def _args(argv):
+    p = argparse.ArgumentParser(prog="python -m bench.mnist_bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "datasets" /
+                   "mnist", help="MNIST IDX files (default %(default)s)")
+    p.add_argument("--fashion-dir", type=Path, default=datamod.FASHION_MNIST_DIR,
+                   help="Fashion-MNIST IDX files, the unseen set (default %(default)s)")
+    p.add_argument("--runs", type=Path, default=ROOT / "runs" / "mnist",
+                   help="training runs, reused when complete (default %(default)s)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="PI-MNIST epochs (default: the recipe's)")
+    p.add_argument("--seeds", default="0,1", help="bNSM and StNN seeds (default %(default)s)")
+    p.add_argument("--conv-epochs", type=int, default=1,
+                   help="epochs of each conv network (default %(default)s)")
+    p.add_argument("--conv-test", type=int, default=1000,
+                   help="test images of the conv networks' evaluation (default %(default)s)")
+    p.add_argument("--golden-images", type=int, default=10000,
+                   help="MNIST test images on the golden model (default %(default)s)")
+    p.add_argument("--rtl-images", type=int, default=1000,
+                   help="MNIST test images on the RTL (default %(default)s)")
+    p.add_argument("--ood-images", type=int, default=2000,
+                   help="Fashion-MNIST test images for OOD detection (default %(default)s)")
+    p.add_argument("--skip-conv", action="store_true", help="leave out the conv table")
+    p.add_argument("--skip-rtl", action="store_true", help="leave out the RTL comparison")
+    p.add_argument("--json", type=Path, default=None, help="write the figures to this file")
+    p.add_argument("--plots", type=Path, default=ROOT / "bench" / "plots",
+                   help="PNG directory (default %(default)s)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    return p.parse_args(argv)
+
+
+def _run(opts: trainmod.TrainOptions):
+    """(metrics, seconds per epoch, reused?) of a run, trained only when not complete."""
+    metrics_path = opts.run_dir / "metrics.json"
+    if metrics_path.is_file():
+        m = json.loads(metrics_path.read_text())
+        if len(m["history"]) == opts.epochs:
+            return m, True
+    ckpt = opts.run_dir / "checkpoint.pt"
+    if ckpt.is_file():
+        opts.resume = str(ckpt)
+    _, m = trainmod.train_model(opts)
+    return m, False
+
+
+def _err(acc: float) -> float:
+    return round(100.0 * (1.0 - acc), 2)
+
+
+def _sec_per_epoch(m) -> float:
+    return round(float(np.median([h["seconds"] for h in m["history"]])), 2)
+
+
+def pi_mnist(args, out):
+    seeds = [int(s) for s in args.seeds.split(",")]
+    rows, times = {}, {}
+    for label, kw in FC_MODELS.items():
+        for seed in (seeds if label in ("bNSM", "StNN") else seeds[:1]):
+            extra = {} if args.epochs is None else {"epochs": args.epochs}
+            quant = label == "bNSM" and seed == seeds[0]
+            opts = trainmod.recipe("mnist", data_dir=str(args.data_dir), seed=seed,
+                                   out=str(args.runs / f"{kw['model']}-s{seed}"),
+                                   quantize=quant, quantized_max_k=1, **kw, **extra)
+            m, reused = _run(opts)
+            rows.setdefault(label, {})[seed] = {
+                "K": {k: _err(m["test_accuracy"][str(k)]) for k in KS},
+                "epochs": len(m["history"]), "seconds_per_epoch": _sec_per_epoch(m),
+                "reused": reused, "run": str(opts.run_dir)}
+            times[label] = _sec_per_epoch(m)
+    out["pi_mnist"] = {"rows": rows, "paper": PAPER_TABLE1, "epochs": opts.epochs,
+                       "seconds_per_epoch": times,
+                       "bnsm_over_mlp_epoch_time": round(times["bNSM"] / times["MLP (relu)"],
+                                                         2)}
+
+
+def scaling_and_fig2(args, out):
+    from model.plots import plot_preact_percentiles
+
+    seed = int(args.seeds.split(",")[0])
+    opts = trainmod.recipe("mnist", data_dir=str(args.data_dir))
+    _, _, x_te, y_te = trainmod.prepare_data(opts)
+    scaled, traces = {}, {}
+    for label, name in (("bNSM", "nsm"), ("StNN", "stnn"), ("MLP (relu)", "mlp")):
+        model, _, ckpt = trainmod.load_checkpoint(args.runs / f"{name}-s{seed}" /
+                                                  "checkpoint.pt")
+        model.scale_weights(0.1)
+        torch.manual_seed(seed + 2)
+        scaled[label] = _err(trainmod.evaluate_mc(model, x_te, y_te, 100))
+        traces[label] = ckpt["preact_trace"][:1000]
+    args.plots.mkdir(parents=True, exist_ok=True)
+    fig2 = plot_preact_percentiles({k: v for k, v in traces.items() if k != "MLP (relu)"},
+                                   args.plots / "mnist_fig2_percentiles.png",
+                                   title="MNIST: last hidden layer input, first 1000 steps")
+    out["scaling_x0.1_K100"] = scaled
+    out["plots"] = {"fig2": str(fig2.relative_to(ROOT) if fig2.is_relative_to(ROOT) else fig2)}
+
+
+def conv(args, out):
+    rows = {}
+    for label, kw in CONV_MODELS.items():
+        opts = trainmod.recipe("mnist", "conv", data_dir=str(args.data_dir), seed=0,
+                               epochs=args.conv_epochs, limit_test=args.conv_test,
+                               out=str(args.runs / f"conv-{label.lower()}-s0"), **kw)
+        m, reused = _run(opts)
+        rows[label] = {"K": {k: _err(m["test_accuracy"][str(k)]) for k in KS},
+                       "epochs": len(m["history"]), "seconds_per_epoch": _sec_per_epoch(m),
+                       "reused": reused}
+    out["conv"] = {"rows": rows, "paper": PAPER_TABLE2, "test_images": args.conv_test}
+
+
+def _golden_cached(q, x, k, path: Path):
+    """Golden per-sample logits, cached (keyed by the image identity, count and K)."""
+    from model.quantize import golden_results
+    key = f"{q.config.identity:08x}-{hash(q.weights[0].tobytes()) & 0xffffffff:08x}-{len(x)}-{k}"
+    if path.is_file():
+        z = np.load(path)
+        if str(z["key"]) == key:
+            return z["logits"], float(z["seconds"])
+    t = time.perf_counter()
+    logits = golden_results(q, x, k, progress=True)[0]
+    seconds = time.perf_counter() - t
+    np.savez_compressed(path, logits=logits, key=key, seconds=seconds)
+    return logits, seconds
+
+
+def accelerator(args, out):
+    from model.params import QuantizedNSM
+
+    seed = int(args.seeds.split(",")[0])
+    run = args.runs / f"nsm-s{seed}"
+    q = QuantizedNSM.load(run / "quantized.npz")
+    cfg = q.config
+    model, opts, _ = trainmod.load_checkpoint(run / "checkpoint.pt")
+    opts.data_dir = str(args.data_dir)
+    _, _, x_te, y_te = trainmod.prepare_data(opts)
+    x = x_te.numpy().astype(np.int64)[:args.golden_images]
+    y = y_te.numpy()[:args.golden_images]
+    K = cfg.samples
+    logits, g_seconds = _golden_cached(q, x, K, args.runs / "golden_mnist.npz")
+    _, votes, cls = unc.votes_at(logits, K)
+    golden_acc = float(np.mean(cls == y))
+    torch.manual_seed(seed + 3)
+    float_acc = trainmod.evaluate_mc(model, x_te[:args.golden_images],
+                                     y_te[:args.golden_images], K)
+    res = {"config": cfg.describe(), "images": len(x), "K": K,
+           "float_error_K16": _err(float_acc), "golden_error_K16": _err(golden_acc),
+           "golden_minus_float_pp": round(_err(golden_acc) - _err(float_acc), 2),
+           "golden_seconds": round(g_seconds, 1),
+           "quantization_report": json.loads((run / "metrics.json").read_text())
+           ["quantized"]["report"]["saturated_total"]}
+    if not args.skip_rtl:
+        res["rtl"] = _rtl(q, x[:args.rtl_images], logits[:args.rtl_images], y)
+    out["accelerator"] = res
+    return q, logits, y
+
+
+def _rtl(q, x, logits, y):
+    from firmware.image import write_image
+    from sim.verilator import build_harness
+    from tools.client import Device
+    from tools.transport import SimTransport
+    from tqdm import tqdm
+
+    cfg = q.config
+    scores, votes, cls = unc.votes_at(logits, cfg.samples)
+    t = time.perf_counter()
+    build_harness(cfg, baud_divisor=8)
+    build_s = time.perf_counter() - t
+    equal, cycles, rtl_cls = 0, [], []
+    t = time.perf_counter()
+    with Device(SimTransport(cfg, 8)) as device:
+        device.load_image(write_image(q))
+        load_s = time.perf_counter() - t
+        t = time.perf_counter()
+        for i in tqdm(range(len(x)), desc="RTL inference", unit="img"):
+            r = device.infer(x[i])
+            rtl_cls.append(r.cls)
+            cycles.append(r.cycles)
+            equal += (r.cls == cls[i] and list(r.scores) == scores[i].tolist()
+                      and list(r.votes) == votes[i].tolist())
+    return {"images": len(x), "equal_to_golden": int(equal),
+            "rtl_error": _err(float(np.mean(np.array(rtl_cls) == y[:len(x)]))),
+            "cycles_per_inference": float(np.mean(cycles)),
+            "build_s": round(build_s, 1), "load_s": round(load_s, 1),
+            "infer_s": round(time.perf_counter() - t, 1)}
+
+
+def uncertainty(args, out, q, logits, y):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    # The unseen set, encoded like MNIST.
+    xf, _, xf_te, _ = datamod.load_idx_dataset(args.fashion_dir)
+    ood = datamod.encode_threshold(xf_te[:args.ood_images]).astype(np.int64)
+    ood_logits, _ = _golden_cached(q, ood, q.config.samples, args.runs / "golden_fashion.npz")
+    figs = {"ks": list(UNC_KS), "ece": [], "auroc_entropy": [], "auroc_margin": [],
+            "ood_images": len(ood), "in_images": len(y)}
+    rel = {}
+    for k in UNC_KS:
+        s_in, v_in, c_in = unc.votes_at(logits, k)
+        s_out, v_out, _ = unc.votes_at(ood_logits, k)
+        conf = unc.vote_confidence(v_in, c_in)
+        correct = c_in == y
+        figs["ece"].append(round(unc.ece(conf, correct), 4))
+        figs["auroc_entropy"].append(round(unc.auroc(unc.vote_entropy(v_in),
+                                                     unc.vote_entropy(v_out)), 4))
+        figs["auroc_margin"].append(round(unc.auroc(-unc.score_margin(s_in, k),
+                                                    -unc.score_margin(s_out, k)), 4))
+        rel[k] = unc.reliability(conf, correct)
+    # The float MLP's softmax on the same images.
+    seed = int(args.seeds.split(",")[0])
+    mlp, opts, _ = trainmod.load_checkpoint(args.runs / f"mlp-s{seed}" / "checkpoint.pt")
+    opts.data_dir = str(args.data_dir)
+    _, _, x_te, _ = trainmod.prepare_data(opts)
+    with torch.no_grad():
+        li = mlp(x_te[:len(y)]).numpy()
+        lo = mlp(torch.from_numpy(ood.astype(np.float32))).numpy()
+    c_mlp, conf_mlp, ent_in, mar_in = unc.softmax_figures(li)
+    _, _, ent_out, mar_out = unc.softmax_figures(lo)
+    figs["mlp"] = {"ece": round(unc.ece(conf_mlp, c_mlp == y), 4),
+                   "auroc_entropy": round(unc.auroc(ent_in, ent_out), 4),
+                   "auroc_margin": round(unc.auroc(-mar_in, -mar_out), 4)}
+    rel["MLP"] = unc.reliability(conf_mlp, c_mlp == y)
+
+    args.plots.mkdir(parents=True, exist_ok=True)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    a1.plot([0, 1], [0, 1], "k:", lw=1)
+    for label, (count, conf, acc, se) in rel.items():
+        used = count > 0
+        a1.errorbar(conf[used], acc[used], yerr=se[used], fmt="o-", ms=3, capsize=2,
+                    label=f"bNSM golden K={label}" if label != "MLP" else "MLP softmax")
+    a1.set_xlabel("confidence (vote fraction; MLP: max softmax)")
+    a1.set_ylabel("accuracy (± binomial se)")
+    a1.set_title(f"reliability, MNIST test ({len(y)} images)")
+    a1.legend(fontsize=7)
+    a1.grid(alpha=0.3)
+    a2.plot(UNC_KS, figs["ece"], "o-", label="bNSM ECE")
+    a2.axhline(figs["mlp"]["ece"], color="gray", ls="--", label="MLP ECE")
+    a2.plot(UNC_KS, figs["auroc_entropy"], "s-", label="bNSM OOD AUROC (vote entropy)")
+    a2.plot(UNC_KS, figs["auroc_margin"], "^-", label="bNSM OOD AUROC (score margin)")
+    a2.axhline(figs["mlp"]["auroc_entropy"], color="gray", ls=":",
+               label="MLP OOD AUROC (entropy)")
+    a2.set_xscale("log", base=2)
+    a2.set_xlabel("Monte-Carlo samples K")
+    a2.set_title("calibration and OOD (Fashion-MNIST) against K")
+    a2.legend(fontsize=7)
+    a2.grid(alpha=0.3)
+    fig.tight_layout()
+    path = args.plots / "mnist_uncertainty.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    figs["plot"] = str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
+    out["uncertainty"] = figs
+
+
+def markdown(out) -> str:
+    lines = [f"PI-MNIST 784-300-300-300-10, threshold inputs, {out['pi_mnist']['epochs']} epochs "
+             f"(the paper: 200), Adam lr 3e-4 with linear decay, batch 100; test error %",
+             "", "| model | seed | K=1 | K=16 | K=100 | paper (Table 1) | s/epoch |",
+             "|---|---|---|---|---|---|---|"]
+    for label, seeds in out["pi_mnist"]["rows"].items():
+        for seed, r in seeds.items():
+            paper = PAPER_TABLE1.get(label, "")
+            lines.append(f"| {label} | {seed} | {r['K'][1]} | {r['K'][16]} | {r['K'][100]} | "
+                         f"{paper} | {r['seconds_per_epoch']} |")
+    lines += ["", f"bNSM epoch / MLP epoch: {out['pi_mnist']['bnsm_over_mlp_epoch_time']} "
+              f"(same run, same machine)"]
+    if "scaling_x0.1_K100" in out:
+        lines += ["", "weights x0.1 (biases kept), K=100, test error %: " + ", ".join(
+            f"{k} {v}" for k, v in out["scaling_x0.1_K100"].items()) +
+            f" (paper: bNSM scaled {PAPER_TABLE1['bNSM x0.1']})"]
+    if "conv" in out:
+        c = out["conv"]
+        lines += ["", f"Conv 32c5-p2-64c5-p2-1024-10, first {c['test_images']} test images; "
+                  "test error %", "", "| model | epochs | K=1 | K=16 | K=100 | paper (Table 2, "
+                  "200 epochs) | s/epoch |", "|---|---|---|---|---|---|---|"]
+        for label, r in c["rows"].items():
+            lines.append(f"| {label} | {r['epochs']} | {r['K'][1]} | {r['K'][16]} | "
+                         f"{r['K'][100]} | {PAPER_TABLE2[label]} | {r['seconds_per_epoch']} |")
+    if "accelerator" in out:
+        a = out["accelerator"]
+        lines += ["", f"On the accelerator ({a['config']}):", "",
+                  f"- golden model on {a['images']} test images, K={a['K']}: "
+                  f"{a['golden_error_K16']} % error; float network K={a['K']}: "
+                  f"{a['float_error_K16']} %; golden - float = {a['golden_minus_float_pp']} pp "
+                  f"({a['golden_seconds']} s); saturated values: {a['quantization_report']}"]
+        if "rtl" in a:
+            r = a["rtl"]
+            lines.append(f"- **RTL equals golden model (class, scores, votes): "
+                         f"{r['equal_to_golden']} of {r['images']} images** (Verilator, host "
+                         f"tool over the simulated UART); RTL error {r['rtl_error']} %; "
+                         f"{r['cycles_per_inference']:.0f} cycles/inference; build "
+                         f"{r['build_s']} s, load {r['load_s']} s, inference {r['infer_s']} s")
+    if "uncertainty" in out:
+        u = out["uncertainty"]
+        lines += ["", f"Uncertainty from the golden model's votes and scores ({u['in_images']} "
+                  f"MNIST test images, {u['ood_images']} Fashion-MNIST as unseen):", "",
+                  "| K | ECE | OOD AUROC vote entropy | OOD AUROC score margin |",
+                  "|---|---|---|---|"]
+        for i, k in enumerate(u["ks"]):
+            lines.append(f"| {k} | {u['ece'][i]} | {u['auroc_entropy'][i]} | "
+                         f"{u['auroc_margin'][i]} |")
+        m = u["mlp"]
+        lines.append(f"| MLP softmax | {m['ece']} | {m['auroc_entropy']} (entropy) | "
+                     f"{m['auroc_margin']} (logit margin) |")
+        lines += ["", f"plots: {u['plot']}, {out.get('plots', {}).get('fig2', '')}"]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = _args(argv)
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    out = {"date": time.strftime("%Y-%m-%d", time.gmtime())}
+    try:
+        pi_mnist(args, out)
+        scaling_and_fig2(args, out)
+        if not args.skip_conv:
+            conv(args, out)
+        q, logits, y = accelerator(args, out)
+        uncertainty(args, out, q, logits, y)
+    except datamod.DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    text = markdown(out)
+    print(text)
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
