@@ -198,10 +198,18 @@ def conv(args, out):
     out["conv"] = {"rows": rows, "paper": PAPER_TABLE2, "test_images": args.conv_test}
 
 
+def _key(q, x, k) -> str:
+    """Identity of a computation: configuration, parameters, inputs and K."""
+    import zlib
+    crc = zlib.crc32(b"".join(a.tobytes() for a in (*q.weights, *q.a, *q.bias)))
+    crc = zlib.crc32(np.asarray(x).tobytes(), crc)
+    return f"{q.config.identity:08x}-{crc:08x}-{len(x)}-{k}"
+
+
 def _golden_cached(q, x, k, path: Path):
-    """Golden per-sample logits, cached (keyed by the image identity, count and K)."""
+    """Golden per-sample logits, cached in `path` (keyed by _key)."""
     from model.quantize import golden_results
-    key = f"{q.config.identity:08x}-{hash(q.weights[0].tobytes()) & 0xffffffff:08x}-{len(x)}-{k}"
+    key = _key(q, x, k)
     if path.is_file():
         z = np.load(path)
         if str(z["key"]) == key:
@@ -239,9 +247,22 @@ def accelerator(args, out):
            "quantization_report": json.loads((run / "metrics.json").read_text())
            ["quantized"]["report"]["saturated_total"]}
     if not args.skip_rtl:
-        res["rtl"] = _rtl(q, x[:args.rtl_images], logits[:args.rtl_images], y)
+        res["rtl"] = rtl_cached(q, x[:args.rtl_images], logits[:args.rtl_images], y,
+                                args.runs / "rtl_mnist.json")
     out["accelerator"] = res
     return q, logits, y
+
+
+def rtl_cached(q, x, logits, y, path: Path):
+    """`_rtl`, cached in `path` (keyed by _key: the RTL's results for these inputs)."""
+    key = _key(q, x, q.config.samples)
+    if path.is_file():
+        cached = json.loads(path.read_text())
+        if cached.get("key") == key:
+            return cached["result"]
+    result = _rtl(q, x, logits, y)
+    path.write_text(json.dumps({"key": key, "result": result}))
+    return result
 
 
 def _rtl(q, x, logits, y):

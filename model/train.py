@@ -311,7 +311,7 @@ def evaluate_mc(model, x, y, samples: int, batch_size: int = 1000) -> float:
 def _percentiles(t: torch.Tensor | None):
     if t is None:
         return None
-    q = torch.quantile(t.flatten().float(), torch.tensor([0.15, 0.5, 0.85]))
+    q = torch.quantile(t.flatten().float().cpu(), torch.tensor([0.15, 0.5, 0.85]))
     return [float(v) for v in q]
 
 
