@@ -294,7 +294,9 @@ def _rtl(q, x, logits, y):
     build_s = time.perf_counter() - t
     equal, cycles, rtl_cls = 0, [], []
     t = time.perf_counter()
-    with Device(SimTransport(cfg, 8)) as device:
+    # A simulation of the 64-lane network runs at a fraction of real time, slower still on a
+    # loaded machine: generous waits for each response and inference.
+    with Device(SimTransport(cfg, 8), timeout=600.0, infer_timeout=600.0) as device:
         device.load_image(write_image(q))
         load_s = time.perf_counter() - t
         t = time.perf_counter()
