@@ -80,6 +80,12 @@ def _args(argv):
                    help="MNIST test images on the RTL (default %(default)s)")
     p.add_argument("--ood-images", type=int, default=2000,
                    help="Fashion-MNIST test images for OOD detection (default %(default)s)")
+    p.add_argument("--session-images", type=int, default=250,
+                   help="images per device session (a fresh image load each; golden model "
+                        "and RTL alike) (default %(default)s)")
+    p.add_argument("--jobs", type=int, default=4,
+                   help="processes for the golden model's and the RTL's sessions "
+                        "(default %(default)s)")
     p.add_argument("--skip-conv", action="store_true", help="leave out the conv table")
     p.add_argument("--skip-rtl", action="store_true", help="leave out the RTL comparison")
     p.add_argument("--json", type=Path, default=None, help="write the figures to this file")
@@ -230,13 +236,43 @@ def _golden_cached(q, x, k, path: Path):
         if str(z["key"]) == key:
             return z["logits"], float(z["seconds"])
     t = time.perf_counter()
-    logits = golden_results(q, x, k, progress=True)[0]
+    logits = golden_results(q, x, k)[0]
     seconds = time.perf_counter() - t
     np.savez_compressed(path, logits=logits, key=key, seconds=seconds)
     return logits, seconds
 
 
+def _sessions(n: int, size: int):
+    """Image ranges [a, b) of `size`: each is one session of the device, from a fresh image
+    load (the LFSRs start from the image's seeds)."""
+    return [(a, min(a + size, n)) for a in range(0, n, size)]
+
+
+def _golden_job(q, x, k, path):
+    return _golden_cached(q, x, k, path)
+
+
+def _rtl_job(q, x, logits, y, path):
+    return rtl_cached(q, x, logits, y, path)
+
+
+def golden_sessions(q, x, k, folder: Path, size: int, jobs: int, pool=None):
+    """Golden per-sample logits of all images, session by session (cached per session), and
+    the summed seconds of the sessions computed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tasks = [(q, x[a:b], k, folder / f"{a}-{b}.npz") for a, b in _sessions(len(x), size)]
+    if pool is None:
+        parts = [_golden_job(*t) for t in tasks]
+    else:
+        parts = pool.starmap(_golden_job, tasks)
+    if not parts:
+        return np.zeros((0, k, q.config.n_classes), np.int64), 0.0
+    return np.concatenate([p[0] for p in parts]), sum(p[1] for p in parts)
+
+
 def accelerator(args, out):
+    import multiprocessing as mp
+
     from model.params import QuantizedNSM
 
     seed = int(args.seeds.split(",")[0])
@@ -249,23 +285,53 @@ def accelerator(args, out):
     x = x_te.numpy().astype(np.int64)[:args.golden_images]
     y = y_te.numpy()[:args.golden_images]
     K = cfg.samples
-    logits, g_seconds = _golden_cached(q, x, K, args.runs / "golden_mnist.npz")
+    size = args.session_images
+    rtl_n = 0 if args.skip_rtl else min(args.rtl_images, len(x))
+    with mp.get_context("spawn").Pool(args.jobs) as pool:
+        # The RTL's sessions first: their golden values are what the RTL is compared with.
+        first, _ = golden_sessions(q, x[:rtl_n], K, args.runs / "golden-mnist", size,
+                                   args.jobs, pool)
+        rtl_tasks = [pool.apply_async(_rtl_job, (q, x[a:b], first[a:b], y[a:b],
+                                                 args.runs / "rtl" / f"{a}-{b}.json"))
+                     for a, b in _sessions(rtl_n, size)]
+        (args.runs / "rtl").mkdir(parents=True, exist_ok=True)
+        logits, g_seconds = golden_sessions(q, x, K, args.runs / "golden-mnist", size,
+                                            args.jobs, pool)
+        ood_x = _fashion(args)
+        ood_logits, _ = golden_sessions(q, ood_x, K, args.runs / "golden-fashion", size,
+                                        args.jobs, pool)
+        rtl_parts = [t.get() for t in rtl_tasks]
     _, votes, cls = unc.votes_at(logits, K)
     golden_acc = float(np.mean(cls == y))
     torch.manual_seed(seed + 3)
     float_acc = trainmod.evaluate_mc(model, x_te[:args.golden_images],
                                      y_te[:args.golden_images], K)
-    res = {"config": cfg.describe(), "images": len(x), "K": K,
+    res = {"config": cfg.describe(), "images": len(x), "K": K, "session_images": size,
            "float_error_K16": _err(float_acc), "golden_error_K16": _err(golden_acc),
            "golden_minus_float_pp": round(_err(golden_acc) - _err(float_acc), 2),
            "golden_seconds": round(g_seconds, 1),
-           "quantization_report": json.loads((run / "metrics.json").read_text())
+           "quantization_saturated": json.loads((run / "metrics.json").read_text())
            ["quantized"]["report"]["saturated_total"]}
-    if not args.skip_rtl:
-        res["rtl"] = rtl_cached(q, x[:args.rtl_images], logits[:args.rtl_images], y,
-                                args.runs / "rtl_mnist.json")
+    if rtl_parts:
+        res["rtl"] = {"images": sum(r["images"] for r in rtl_parts),
+                      "sessions": len(rtl_parts),
+                      "equal_to_golden": sum(r["equal_to_golden"] for r in rtl_parts),
+                      "rtl_error": round(float(np.average(
+                          [r["rtl_error"] for r in rtl_parts],
+                          weights=[r["images"] for r in rtl_parts])), 2),
+                      "cycles_per_inference": float(np.average(
+                          [r["cycles_per_inference"] for r in rtl_parts],
+                          weights=[r["images"] for r in rtl_parts])),
+                      "build_s": max(r["build_s"] for r in rtl_parts),
+                      "load_s": max(r["load_s"] for r in rtl_parts),
+                      "infer_s": max(r["infer_s"] for r in rtl_parts)}
     out["accelerator"] = res
-    return q, logits, y
+    return q, logits, y, ood_logits
+
+
+def _fashion(args):
+    _, _, xf_te, _ = datamod.load_idx_dataset(args.fashion_dir)
+    return datamod.encode_threshold(xf_te[:args.ood_images]).astype(np.int64)
 
 
 def rtl_cached(q, x, logits, y, path: Path):
@@ -313,15 +379,12 @@ def _rtl(q, x, logits, y):
             "infer_s": round(time.perf_counter() - t, 1)}
 
 
-def uncertainty(args, out, q, logits, y):
+def uncertainty(args, out, q, logits, y, ood_logits):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    # The unseen set, encoded like MNIST.
-    xf, _, xf_te, _ = datamod.load_idx_dataset(args.fashion_dir)
-    ood = datamod.encode_threshold(xf_te[:args.ood_images]).astype(np.int64)
-    ood_logits, _ = _golden_cached(q, ood, q.config.samples, args.runs / "golden_fashion.npz")
+    ood = _fashion(args)
     figs = {"ks": list(UNC_KS), "ece": [], "auroc_entropy": [], "auroc_margin": [],
             "ood_images": len(ood), "in_images": len(y)}
     rel = {}
@@ -416,12 +479,15 @@ def markdown(out) -> str:
                   f"- golden model on {a['images']} test images, K={a['K']}: "
                   f"{a['golden_error_K16']} % error; float network K={a['K']}: "
                   f"{a['float_error_K16']} %; golden - float = {a['golden_minus_float_pp']} pp "
-                  f"({a['golden_seconds']} s); saturated values: {a['quantization_report']}"]
+                  f"(golden model {a['golden_seconds']} s in sessions of "
+                  f"{a['session_images']} images, each from a fresh image load); saturated "
+                  f"values: {a['quantization_saturated']}"]
         if "rtl" in a:
             r = a["rtl"]
             lines.append(f"- **RTL equals golden model (class, scores, votes): "
                          f"{r['equal_to_golden']} of {r['images']} images** (Verilator, host "
-                         f"tool over the simulated UART); RTL error {r['rtl_error']} %; "
+                         f"tool over the simulated UART, {r['sessions']} sessions of an image "
+                         f"load each); RTL error {r['rtl_error']} %; "
                          f"{r['cycles_per_inference']:.0f} cycles/inference; build "
                          f"{r['build_s']} s, load {r['load_s']} s, inference {r['infer_s']} s")
     if "uncertainty" in out:
@@ -451,8 +517,8 @@ def main(argv=None) -> int:
         scaling_and_fig2(args, out)
         if not args.skip_conv:
             conv(args, out)
-        q, logits, y = accelerator(args, out)
-        uncertainty(args, out, q, logits, y)
+        q, logits, y, ood_logits = accelerator(args, out)
+        uncertainty(args, out, q, logits, y, ood_logits)
     except datamod.DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
