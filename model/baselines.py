@@ -1,7 +1,8 @@
 """Baselines with the NSM's architecture and training loop (hidden layers + linear logits).
 
-- `StNN`: stochastic sigmoid units on +-1 states, P(z_i = +1) = sigmoid(u_i), u = W z + b;
-  states forward, gradient of E[z_i] = 2 sigmoid(u_i) - 1 backward.
+- `StNN`: stochastic sigmoid units on +-1 states, P(z_i = +1) = sigmoid(u_i), u = W z (+ b
+  with bias=True; the paper's StNN, its ref. 27, has no biases); states forward, gradient of
+  E[z_i] = 2 sigmoid(u_i) - 1 backward.
 - `BinaryNet`: deterministic sign units, straight-through estimator (gradient of hardtanh:
   passed where |u_i| <= 1).
 - `FloatMLP`: ordinary float network, ReLU or tanh.
@@ -83,8 +84,8 @@ class _Stack(nn.Module):
 class StNN(_Stack):
     stochastic = True
 
-    def __init__(self, sizes):
-        super().__init__(sizes, StochasticSigmoidLinear)
+    def __init__(self, sizes, bias: bool = False):
+        super().__init__(sizes, lambda a, b: StochasticSigmoidLinear(a, b, bias=bias))
 
 
 class BinaryNet(_Stack):

@@ -90,16 +90,27 @@ def bits_per_image(config: NSMConfig) -> int:
     return config.samples * cycles * config.steps_per_cycle
 
 
-def _to_numbers(bits: np.ndarray, p_bits: int) -> np.ndarray:
-    """Groups of p_bits bits (last axis), first bit least significant, as integers."""
-    place = 1 << np.arange(p_bits, dtype=np.int64)
-    return bits.reshape(bits.shape[:-1] + (-1, p_bits)).astype(np.int64) @ place
+def _number_dtype(p_bits: int):
+    """The smallest unsigned dtype holding a p_bits-bit number (p_bits <= 16, NSMConfig)."""
+    return np.uint8 if p_bits <= 8 else np.uint16 if p_bits <= 16 else np.int64
 
 
-def noise_numbers(config: NSMConfig, states, n_images: int):
+def _to_numbers(bits: np.ndarray, p_bits: int, dtype=np.int64) -> np.ndarray:
+    """Groups of p_bits bits (last axis), first bit least significant, as integers of `dtype`.
+
+    Shifts and ORs of whole bit columns: the noise stream is the golden model's largest array,
+    so it stays in bytes where it can (p_bits <= 8) instead of going through an int64 matmul."""
+    groups = bits.reshape(bits.shape[:-1] + (-1, p_bits))
+    r = groups[..., 0].astype(dtype)
+    for k in range(1, p_bits):
+        r |= groups[..., k].astype(dtype) << dtype(k)
+    return r
+
+
+def noise_numbers(config: NSMConfig, states, n_images: int, dtype=np.int64):
     """The p_bits-bit LFSR numbers r of every compute cycle (xi = r < p_keep).
 
-    Returns (per hidden layer l: int64 array, final states):
+    Returns (per hidden layer l: array of `dtype`, int64 by default, final states):
       noise "synapse": (n_images, K, N_{l+1}, N_l): r of neuron i, input j;
       noise "input":   (n_images, K, N_l):          r of input j, shared by all neurons.
     """
@@ -119,17 +130,17 @@ def noise_numbers(config: NSMConfig, states, n_images: int):
         if cfg.noise == "input":
             # Each group restarts from the state saved at the layer's start: N_l cycles per layer.
             seg = n_in * pb
-            out.append(_to_numbers(streams[0][:, :, pos:pos + seg], pb))
+            out.append(_to_numbers(streams[0][:, :, pos:pos + seg], pb, dtype))
         elif cfg.lfsr_layout == "per_lane":
             # Generator k serves lane k: (groups, N_l) cycles of p_bits bits each.
             seg = groups * n_in * pb
-            r = np.stack([_to_numbers(st[:, :, pos:pos + seg], pb).reshape(
+            r = np.stack([_to_numbers(st[:, :, pos:pos + seg], pb, dtype).reshape(
                 n_images, K, groups, n_in) for st in streams], axis=3)
             out.append(r.reshape(n_images, K, groups * lanes, n_in)[:, :, :n_out])
         else:
             # One wide generator: lanes * p_bits bits per cycle, lane k takes bits k*p_bits...
             seg = groups * n_in * lanes * pb
-            r = _to_numbers(streams[0][:, :, pos:pos + seg], pb).reshape(
+            r = _to_numbers(streams[0][:, :, pos:pos + seg], pb, dtype).reshape(
                 n_images, K, groups, n_in, lanes).transpose(0, 1, 2, 4, 3)
             out.append(r.reshape(n_images, K, groups * lanes, n_in)[:, :, :n_out])
         pos += seg
@@ -142,8 +153,8 @@ def noise_bits(config: NSMConfig, states, n_images: int):
     Returns (per hidden layer: uint8 xi array, final states); shapes as `noise_numbers`.
     `states=None` is not accepted here: pass `params.seeds` or the states to continue from.
     """
-    numbers, finals = noise_numbers(config, states, n_images)
-    return tuple((r < config.p_keep).astype(np.uint8) for r in numbers), finals
+    numbers, finals = noise_numbers(config, states, n_images, _number_dtype(config.p_bits))
+    return tuple((r < config.p_keep).view(np.uint8) for r in numbers), finals
 
 
 # -- stage 2: accumulate S and D ------------------------------------------------------------------

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["NOISE_KINDS", "NOISE_SHARING", "NoiseSpec", "NSMLinear", "NSMConv2d", "NSMNet",
-           "sign_pm1", "data_dependent_init"]
+           "sign_pm1", "data_dependent_init", "ESTIMATORS", "set_estimator"]
 
 NOISE_KINDS = ("bernoulli", "gaussian")
 NOISE_SHARING = ("synapse", "input")
@@ -95,6 +95,9 @@ class _NSMBase(nn.Module):
         if sharing not in NOISE_SHARING:
             raise ValueError(f"noise sharing: must be one of {NOISE_SHARING}, got {sharing!r}")
         self.spec = noise
+        # Backward estimator: "erf" (gradient of m = erf(v), the paper's) or "ste" (the
+        # straight-through estimator: gradient of hardtanh(v), the paper's bNSM-STE).
+        self.estimator = "erf"
         # Sharing of xi: "synapse" or "input" (the name NSMConfig.noise uses).
         self.noise = sharing
         self.beta = nn.Parameter(torch.ones(out_features))
@@ -154,6 +157,8 @@ class _NSMBase(nn.Module):
         m = torch.erf(v)
         with torch.no_grad():
             z_out = self._sample_states(z, wz, m, norm, beta, bias_n, exact)
+        if self.estimator == "ste":
+            return _straight_through(v.clamp(-1.0, 1.0), z_out)
         return _straight_through(m, z_out)
 
 
@@ -200,7 +205,7 @@ class NSMLinear(_NSMBase):
     """Fully connected NSM layer: (batch, in) +-1 states -> (batch, out) +-1 states."""
 
     def forward(self, z: torch.Tensor, exact: bool = False) -> torch.Tensor:
-        if exact or z.ndim != 2:
+        if exact or z.ndim != 2 or self.estimator != "erf":
             return super().forward(z, exact=exact)
         z_out, v = _NSMLinearSample.apply(z, self.weight, self.beta, self.bias_n, self)
         self.last_preact = v
@@ -275,7 +280,7 @@ class NSMNet(nn.Module):
     stochastic = True
 
     def __init__(self, sizes, noise: str = "synapse", dist: str = "bernoulli", p: float = 0.5,
-                 sigma: float = 1.0):
+                 sigma: float = 1.0, estimator: str = "erf"):
         super().__init__()
         sizes = tuple(int(n) for n in sizes)
         if len(sizes) < 3:
@@ -284,6 +289,7 @@ class NSMNet(nn.Module):
         spec = NoiseSpec(dist, p, sigma)
         self.hidden = nn.ModuleList(NSMLinear(sizes[i], sizes[i + 1], spec, noise)
                                     for i in range(len(sizes) - 2))
+        set_estimator(self, estimator)
         self.output = nn.Linear(sizes[-2], sizes[-1])
 
     def forward(self, z: torch.Tensor, exact: bool = False) -> torch.Tensor:
@@ -302,6 +308,18 @@ class NSMNet(nn.Module):
         self.output.weight.mul_(factor)
 
 
+ESTIMATORS = ("erf", "ste")
+
+
+def set_estimator(module: nn.Module, estimator: str) -> None:
+    """Every NSM layer of `module` backpropagates through `estimator` ("erf" or "ste")."""
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator: must be one of {ESTIMATORS}, got {estimator!r}")
+    for layer in module.modules():
+        if isinstance(layer, _NSMBase):
+            layer.estimator = estimator
+
+
 @torch.no_grad()
 def data_dependent_init(module, z: torch.Tensor) -> torch.Tensor:
     """Eq. 8 on one NSM layer, or on every hidden layer of an `NSMNet` in turn.
@@ -314,6 +332,8 @@ def data_dependent_init(module, z: torch.Tensor) -> torch.Tensor:
         for layer in module.hidden:
             z = data_dependent_init(layer, z)
         return z
+    if hasattr(module, "nsm_init"):
+        return module.nsm_init(z)
     layer = module
     wz = layer._linear(z, layer.weight)
     x = wz / layer._per_channel(layer.weight_norm(), wz.ndim)

@@ -12,20 +12,27 @@ the logits is kept). Rounding is `model.fixed`'s half-to-even, then saturation; 
 counts saturated values per layer.
 
 `evaluate_quantized_torch` runs the quantized integer model in PyTorch with ideal (exact,
-independent) Bernoulli noise per synapse or per input, for comparison with the golden model.
+independent) Bernoulli noise per synapse or per input, for comparison with the golden model;
+`evaluate_quantized` gives the accuracy at several K from one pass, with that ideal noise or
+with the golden model's LFSR noise (`golden_results`, the device's own numbers).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from .config import ConfigError, NSMConfig
 from .fixed import quantize as fixed_quantize
 from .fixed import round_half_even, saturate
 from .params import QuantizedNSM
 
-__all__ = ["p_fields", "quantize_nsm", "evaluate_quantized_torch", "quantized_scores_torch"]
+__all__ = ["p_fields", "quantize_nsm", "evaluate_quantized_torch", "quantized_scores_torch",
+           "evaluate_quantized", "golden_results", "QUANTIZED_NOISE"]
+
+# Noise of the quantized evaluation: ideal independent Bernoulli, or the device's LFSR bits.
+QUANTIZED_NOISE = ("ideal", "lfsr")
 
 
 def p_fields(p: float, max_bits: int = 16) -> tuple[int, int]:
@@ -98,45 +105,110 @@ def quantize_nsm(model, config: NSMConfig):
     return q, {"layers": layers_report, "saturated_total": total}
 
 
+def _torch_dtype(cfg: NSMConfig):
+    """float32 where every partial sum is an exact float32 integer (golden.exact_matmul_dtype)."""
+    from .golden import exact_matmul_dtype
+    return {np.float32: torch.float32}.get(exact_matmul_dtype(cfg), torch.float64)
+
+
 @torch.no_grad()
 def quantized_scores_torch(q: QuantizedNSM, x_pm1, samples: int, seed: int,
-                           batch_size: int = 32) -> np.ndarray:
+                           batch_size: int = 32, ks=None, progress: bool = False):
     """Scores (n, classes) = sum over `samples` samples of the integer logits, int64.
 
     Exact integer arithmetic of docs/contract.md with ideal independent noise: xi ~
     Bernoulli(p_keep / 2**p_bits) drawn as (p_bits-bit uniform integer < p_keep) from a
     `torch.Generator` seeded with `seed`, per synapse (batch x out x in) or per input.
+    With `ks` (increasing sample counts <= samples) returns {k: scores after the first k
+    samples} instead, all from the one pass.
     """
     cfg = q.config
     x = np.asarray(x_pm1)
     if x.ndim != 2 or x.shape[1] != cfg.n_inputs or np.any((x != 1) & (x != -1)):
         raise ValueError(f"x_pm1: need (n, {cfg.n_inputs}) of +-1, got shape {x.shape}")
+    ks_wanted = sorted(set(int(k) for k in ks)) if ks is not None else [samples]
+    if ks_wanted[0] < 1 or ks_wanted[-1] > samples:
+        raise ValueError(f"ks: need 1 <= k <= samples={samples}, got {ks_wanted}")
     gen = torch.Generator().manual_seed(int(seed))
-    w = [torch.from_numpy(wl).double() for wl in q.weights]
+    # Integers below 2**24 (float32) or 2**53 (float64) add exactly in any order.
+    dt = _torch_dtype(cfg)
+    w = [torch.from_numpy(wl).to(dt) for wl in q.weights]
     a = [torch.from_numpy(al) for al in q.a]
     b = [torch.from_numpy(bl) for bl in q.bias]
-    scores = []
+    out = {k: [] for k in ks_wanted}
+    bar = tqdm(total=len(x) * samples, desc="quantized eval (ideal noise)", unit="img-sample",
+               disable=not progress, unit_scale=True)
     for i in range(0, len(x), batch_size):
-        z0 = torch.from_numpy(x[i:i + batch_size]).double()
+        z0 = torch.from_numpy(x[i:i + batch_size]).to(dt)
         total = torch.zeros(len(z0), cfg.n_classes, dtype=torch.int64)
-        for _ in range(samples):
+        for sample in range(samples):
             z = z0
             for l in cfg.hidden_layers:
                 shape = ((len(z), cfg.fan_out(l), cfg.fan_in(l)) if cfg.noise == "synapse"
                          else (len(z), 1, cfg.fan_in(l)))
                 r = torch.randint(0, 1 << cfg.p_bits, shape, generator=gen)
-                xi = (r < cfg.p_keep).double()
-                # Float64 sums of integers below 2**53 are exact (cfg.sum_bound is far below).
+                xi = (r < cfg.p_keep).to(dt)
                 if cfg.noise == "synapse":
-                    s = torch.einsum("boi,oi,bi->bo", xi, w[l], z).round().long()
+                    s = torch.bmm(xi.mul_(w[l]), z.unsqueeze(2))[:, :, 0].round().long()
                 else:
                     s = ((xi[:, 0, :] * z) @ w[l].T).round().long()
                 d = (z @ w[l].T).round().long()
                 u = s + torch.div(a[l] * d, 1 << cfg.a_frac, rounding_mode="floor") + b[l]
-                z = torch.where(u >= 0, 1.0, -1.0).double()
+                z = torch.where(u >= 0, 1.0, -1.0).to(dt)
             total += (z @ w[-1].T).round().long() + b[-1]
-        scores.append(total)
-    return torch.cat(scores).numpy()
+            if sample + 1 in out:
+                out[sample + 1].append(total.clone())
+            bar.update(len(z0))
+    bar.close()
+    scores = {k: (torch.cat(v).numpy() if v else np.zeros((0, cfg.n_classes), np.int64))
+              for k, v in out.items()}
+    return scores if ks is not None else scores[samples]
+
+
+def golden_results(q: QuantizedNSM, x_pm1, samples: int, chunk: int = 100,
+                   progress: bool = False):
+    """The golden model (LFSR noise, the device's integers) on `x_pm1` with K = `samples`:
+    (logits (n, K, classes) int64, the combined GoldenResult fields scores, votes, cls).
+
+    Runs in chunks of images carrying the LFSR states, which gives the values of one call
+    (the device classifying the images in order after loading its image)."""
+    from . import golden
+    from .config import NSMConfig
+
+    cfg = NSMConfig.from_dict({**q.config.to_dict(), "samples": int(samples)})
+    qk = q.replace(config=cfg)
+    x = golden.check_inputs(cfg, x_pm1)
+    states, logits = qk.seeds, []
+    bar = tqdm(total=len(x), desc=f"golden model K={samples}", unit="img", disable=not progress)
+    for start in range(0, len(x), chunk):
+        r = golden.run(qk, x[start:start + chunk], states, trace=False)
+        states = r.final_states
+        logits.append(r.logits)
+        bar.update(len(r.logits))
+    bar.close()
+    logits = np.concatenate(logits) if logits else np.zeros((0, samples, cfg.n_classes),
+                                                             np.int64)
+    scores, votes, cls = golden.combine(logits)
+    return logits, scores, votes, cls
+
+
+def evaluate_quantized(q: QuantizedNSM, x_pm1, y, ks, seed: int, noise: str = "ideal",
+                       progress: bool = False) -> dict:
+    """{k: accuracy} of the quantized model at each K of `ks`, from one pass of max(ks) samples.
+
+    noise "ideal": `quantized_scores_torch` (independent Bernoulli, seeded by `seed`);
+    "lfsr": the golden model (the device's LFSR bits; accuracy at k from the first k of its
+    samples). Class = argmax of the summed integer logits, ties to the lowest class."""
+    ks = sorted(set(int(k) for k in ks))
+    y = np.asarray(y)
+    if noise == "ideal":
+        scores = quantized_scores_torch(q, x_pm1, ks[-1], seed, ks=ks, progress=progress)
+    elif noise == "lfsr":
+        logits = golden_results(q, x_pm1, ks[-1], progress=progress)[0]
+        scores = {k: logits[:, :k].sum(axis=1) for k in ks}
+    else:
+        raise ValueError(f"noise: must be 'ideal' or 'lfsr', got {noise!r}")
+    return {k: float(np.mean(scores[k].argmax(axis=1) == y)) for k in ks}
 
 
 def evaluate_quantized_torch(q: QuantizedNSM, x_pm1, y, samples: int, seed: int) -> float:
