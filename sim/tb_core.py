@@ -17,13 +17,14 @@ import cocotb
 import numpy as np
 from cocotb.triggers import FallingEdge
 
-from hw.protocol import (MAX_PAYLOAD, PROTOCOL_VERSION, SYNC_REQUEST, FRAME_TIMEOUT_BITS,
-                         Opcode, Status)
+from firmware import frames
+from firmware.frames import (FRAME_TIMEOUT_BITS, MAX_PAYLOAD, SYNC_REQUEST, Opcode, Status,
+                             encode_request)
+from firmware.image import write_image
 
-from .image_pack import pack_image
 from .scoreboard import Scoreboard, input_payload, parse_result_payload
 from .tb_common import Stopwatch, TraceMonitor, load_setup, reset, write_report
-from .uart_bfm import FrameError, Response, UartBfm, request_frame
+from .uart_bfm import FrameError, Response, UartBfm
 from .verilator import CLOCK_PERIOD_NS
 
 # Bit times a response may take to start: generous, far below the frame timeout.
@@ -33,12 +34,14 @@ TIMEOUT_WAIT_BITS = FRAME_TIMEOUT_BITS + 256
 
 
 def image_of(params) -> bytes:
-    """The firmware engineer's writer where it exists (cross-checked in tests), else ours."""
-    try:
-        from firmware.image import write_image
-    except ImportError:
-        return pack_image(params)
     return write_image(params)
+
+
+def request_frame(opcode, payload: bytes = b"", *, crc_xor: int = 0) -> bytes:
+    """A request frame; `crc_xor` != 0 damages its checksum (for bad-input cases)."""
+    frame = bytearray(encode_request(opcode, payload))
+    frame[-1] ^= crc_xor
+    return bytes(frame)
 
 
 async def start_device(dut, setup):
@@ -61,9 +64,7 @@ async def expect(bfm: UartBfm, frame: bytes, status: Status, what: str) -> Respo
 
 async def identify(bfm, config):
     resp = await expect(bfm, request_frame(Opcode.IDENTIFY), Status.OK, "IDENTIFY")
-    expected = struct.pack("<IBB", config.identity, PROTOCOL_VERSION, len(config.layer_sizes))
-    expected += b"".join(struct.pack("<H", n) for n in config.layer_sizes)
-    expected += struct.pack("<HH", config.lanes, config.samples)
+    expected = frames.encode_identify(config)
     assert resp.payload == expected, \
         f"IDENTIFY payload {resp.payload.hex()}, expected {expected.hex()}"
 
@@ -78,8 +79,8 @@ async def load_image(bfm, image: bytes, chunk: int = MAX_PAYLOAD):
 
 async def read_status(bfm) -> tuple[int, int, int, int]:
     resp = await expect(bfm, request_frame(Opcode.READ_STATUS), Status.OK, "READ_STATUS")
-    assert len(resp.payload) == 7, f"READ_STATUS payload {resp.payload.hex()}"
-    return struct.unpack("<BBBI", resp.payload)
+    st = frames.decode_status(resp.payload)
+    return st.state, int(st.image_valid), st.last_error, st.inferences
 
 
 async def infer(dut, bfm, config, bits) -> dict:

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
+from firmware.frames import MAX_PAYLOAD, DeviceState, Opcode, Status, crc8
 from firmware.image import ImageError, image_crc, write_image
-from hw.protocol import FRAME_CRC, MAX_PAYLOAD, DeviceState, Opcode, Status
+from firmware.image_format import CRC_BYTES, header_length
 from model.config import NSMConfig
 from model.params import QuantizedNSM
 from tools.client import (Device, DeviceError, ProtocolError, encode_request, pack_input)
@@ -27,7 +28,7 @@ def device():
 def test_encode_request():
     frame = encode_request(Opcode.IMAGE_DATA, b"\x01\x02")
     assert frame[:4] == bytes([0x5A, 0x03, 2, 0]) and frame[4:6] == b"\x01\x02"
-    assert frame[6] == FRAME_CRC.compute(frame[1:6])
+    assert frame[6] == crc8(frame[1:6])
     with pytest.raises(ValueError, match=f"payload of {MAX_PAYLOAD + 1} bytes exceeds "):
         encode_request(Opcode.IMAGE_DATA, bytes(MAX_PAYLOAD + 1))
 
@@ -113,6 +114,33 @@ def test_forced_bad_image_refused_by_device(device, damage, status):
     assert not device.status().image_valid
 
 
+def _bad_contents(what: str) -> bytes:
+    """An intact image (CRC-32 right) holding a value the hardware cannot use."""
+    image = bytearray(write_image(_params()))
+    if what == "zero-seed":
+        seeds = len(image) - CRC_BYTES - 4 * CONFIG.n_generators
+        image[seeds:seeds + 4] = bytes(4)
+    else:   # weight 0 of lane 0 = -128, outside the symmetric 8-bit range
+        image[header_length(CONFIG)] = 0x80
+    image[-CRC_BYTES:] = image_crc(bytes(image[:-CRC_BYTES])).to_bytes(CRC_BYTES, "little")
+    return bytes(image)
+
+
+@pytest.mark.parametrize("what, message", [
+    ("zero-seed", r"seeds: 0 is not a non-zero 31-bit value"),
+    ("weight-min", r"weights\[0\]: values outside \[-127, 127\]")])
+def test_contents_checked_by_the_host_and_by_the_device(device, what, message):
+    image = _bad_contents(what)
+    with pytest.raises(ImageError, match=f"^refusing to load: image holds invalid parameters: "
+                                         f"{message}"):
+        device.load_image(image, progress=False, config=CONFIG)
+    assert device.status().last_error == Status.OK   # nothing was sent
+    with pytest.raises(DeviceError, match="^IMAGE_DATA: IMAGE_CONTENT: ") as e:
+        device.load_image(image, progress=False, force=True)
+    assert e.value.status == Status.IMAGE_CONTENT
+    assert not device.status().image_valid
+
+
 def test_device_timeout_names_what_was_awaited():
     class Silent(Transport):
         def write(self, data):
@@ -134,7 +162,8 @@ def test_damaged_response_detected():
                 data[0] ^= 0xFF
             return bytes(data)
 
-    with pytest.raises(ProtocolError, match="^IDENTIFY: response CRC-8 mismatch"):
+    with pytest.raises(ProtocolError, match="^IDENTIFY: response checksum 0x[0-9a-f]{2}, "
+                                            "computed 0x"):
         Device(Garbling(CONFIG)).identify()
 
 

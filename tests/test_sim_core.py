@@ -11,7 +11,6 @@ from model.config import NSMConfig, digits_config
 from model.params import QuantizedNSM
 from sim import testing as st
 from sim import verilator as sv
-from sim.image_pack import pack_image
 
 # Small configurations that still exercise the corners: lanes not dividing layer sizes, K = 1,
 # p != 0.5, per-input noise, narrow weights.
@@ -34,16 +33,6 @@ def _ids(c):
 def need_core():
     st.need("hw.build", "write_verilog(config, out_dir, *, baud_divisor) of nsm_core")
     st.need("model.golden", "the golden model gives the expected values")
-
-
-def test_image_packer_matches_firmware():
-    """Two writers of the contract's weight image (ours in sim/, firmware/image.py) agree."""
-    st.need("firmware.image", "the firmware image writer")
-    from firmware.image import write_image
-    rng = np.random.default_rng(st.seed())
-    for cfg in CORE_CONFIGS + [digits_config()]:
-        params = QuantizedNSM.random(cfg, rng)
-        assert write_image(params) == pack_image(params), f"seed {st.seed()}, {cfg.describe()}"
 
 
 @pytest.mark.parametrize("config", CORE_PARAMS, ids=_ids)
