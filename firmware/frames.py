@@ -21,11 +21,12 @@ __all__ = ["SYNC_REQUEST", "SYNC_RESPONSE", "PROTOCOL_VERSION", "MAX_PAYLOAD",
            "FRAME_TIMEOUT_BITS", "FRAME_CRC_PARAMETERS", "HEAD_BYTES", "NO_PAYLOAD", "Opcode", "Status", "DeviceState",
            "FrameError", "Response", "ResponseParser", "Identity", "InferenceResult",
            "DeviceStatus", "crc8", "frame_timeout_cycles", "encode_request", "encode_response",
-           "response_length", "decode_response", "parse_responses", "no_payload",
+           "response_length", "decode_response", "parse_responses", "parse_responses_prefix", "no_payload",
            "identify_format", "encode_identify", "decode_identify", "STATUS_FORMAT",
            "encode_status", "decode_status", "score_bytes", "result_format", "result_length",
            "encode_result", "decode_result", "input_length", "pack_input", "unpack_input",
-           "config_problems"]
+           "config_problems", "DEFAULT_BAUD", "RX_BUFFER_BYTES", "CompactResult", "compact_format",
+           "compact_length", "encode_compact", "decode_compact", "stream_window"]
 
 SYNC_REQUEST = 0x5A
 SYNC_RESPONSE = 0xA5
@@ -39,6 +40,11 @@ FRAME_CRC_PARAMETERS = dict(crc_width=8, polynomial=0x2F, initial_crc=0xFF,
                             reflect_input=False, reflect_output=False, xor_output=0xFF)
 # Bytes before the payload of a frame (sync, opcode/status, length), and after it (crc8).
 HEAD_BYTES = 4
+# The link's default rate, boards and host tool alike: both boards' USB UARTs (FT2232H,
+# FT231X) run it, and it divides their 12 and 25 MHz clocks exactly.
+DEFAULT_BAUD = 1_000_000
+# The device's receive buffer: request bytes it holds while it executes an earlier request.
+RX_BUFFER_BYTES = 512
 
 
 class Opcode(enum.IntEnum):
@@ -59,6 +65,10 @@ class Opcode(enum.IntEnum):
     READ_RESULT = 0x07
     #: payload none -> `STATUS_FORMAT`.
     READ_STATUS = 0x08
+    #: payload = `input_length` bytes of input bits -> when that inference has finished,
+    #: `compact_format` (class, votes). Streaming: the device buffers the next requests
+    #: (`RX_BUFFER_BYTES`) while it computes, so a host keeps `stream_window` of them in flight.
+    INFER = 0x09
 
 
 class Status(enum.IntEnum):
@@ -207,6 +217,11 @@ class ResponseParser:
         return out
 
 
+def parse_responses_prefix(data: bytes) -> list[Response]:
+    """The complete responses at the start of `data` (an unfinished one at the end is left)."""
+    return ResponseParser().feed(bytes(data))
+
+
 def parse_responses(data: bytes) -> list[Response]:
     """All responses in `data`, which must end on a frame boundary."""
     p = ResponseParser()
@@ -333,6 +348,40 @@ def decode_result(n_classes: int, nscore: int, payload: bytes) -> InferenceResul
     return InferenceResult(values["cls"], tuple(values[f"score{c}"] for c in range(n_classes)),
                            tuple(values[f"votes{c}"] for c in range(n_classes)),
                            values["cycles"])
+
+
+@dataclass(frozen=True)
+class CompactResult:
+    """What INFER returns: the class and the votes per class."""
+    cls: int
+    votes: tuple[int, ...]
+
+
+def compact_format(n_classes: int) -> str:
+    """INFER's response: class u8, votes u16 per class."""
+    return f"<B{n_classes}H"
+
+
+def compact_length(n_classes: int) -> int:
+    return struct.calcsize(compact_format(n_classes))
+
+
+def encode_compact(n_classes: int, result) -> bytes:
+    return struct.pack(compact_format(n_classes), result.cls, *result.votes)
+
+
+def decode_compact(n_classes: int, payload: bytes) -> CompactResult:
+    if len(payload) != compact_length(n_classes):
+        raise FrameError(f"INFER: payload of {len(payload)} bytes, {n_classes} classes need "
+                         f"{compact_length(n_classes)}")
+    cls, *votes = struct.unpack(compact_format(n_classes), payload)
+    return CompactResult(cls, tuple(votes))
+
+
+def stream_window(n_inputs: int) -> int:
+    """INFER requests a host may have in flight: the one executing, and as many more as the
+    device's receive buffer holds whole."""
+    return 1 + RX_BUFFER_BYTES // (input_length(n_inputs) + HEAD_BYTES + 1)
 
 
 def input_length(n_inputs: int) -> int:

@@ -16,8 +16,8 @@ from amaranth.lib import enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from firmware.frames import (STATUS_FORMAT, encode_identify, input_length, result_format,
-                             score_bytes)
+from firmware.frames import (STATUS_FORMAT, compact_length, encode_identify, input_length,
+                             result_format, score_bytes)
 from firmware.image_format import (CRC_BYTES, FIELD_OFFSETS, MAX_DATA_BYTES, encode_header,
                                    header_status, image_length, image_sections, word_bytes)
 from model.config import NSMConfig
@@ -29,12 +29,13 @@ from .protocol import (FRAME_CRC, IMAGE_CRC, MAX_PAYLOAD, NO_PAYLOAD, SYNC_REQUE
 __all__ = ["HostInterface", "Reply"]
 
 
-class Reply(enum.Enum, shape=2):
+class Reply(enum.Enum, shape=3):
     """Which payload a response carries."""
     NONE = 0
     IDENTIFY = 1
     RESULT = 2
     STATUS = 3
+    COMPACT = 4
 
 
 class HostInterface(wiring.Component):
@@ -71,6 +72,7 @@ class HostInterface(wiring.Component):
         image_valid = Signal()
         loading = Signal()
         input_valid = Signal()
+        streaming = Signal()     # the input being written is an INFER's: start, then answer
         have_result = Signal()
         inferences = Signal(32)
         last_error = Signal(8)
@@ -104,10 +106,13 @@ class HostInterface(wiring.Component):
         status_values = (device_state, image_valid, last_error, inferences)
         status_bytes = [byte for value, code in zip(status_values, STATUS_FORMAT[1:])
                         for byte in byte_fields(value, struct.calcsize("<" + code))]
+        compact_bytes = [engine.result.cls] + [
+            byte for c in range(cfg.n_classes) for byte in byte_fields(engine.result.votes[c], 2)]
+        assert len(compact_bytes) == compact_length(cfg.n_classes)
         payload_byte = Signal(8)
         with m.Switch(resp_kind):
             for kind, table in ((Reply.IDENTIFY, ident_bytes), (Reply.RESULT, result_bytes),
-                                (Reply.STATUS, status_bytes)):
+                                (Reply.STATUS, status_bytes), (Reply.COMPACT, compact_bytes)):
                 with m.Case(kind):
                     m.d.comb += payload_byte.eq(Array(table)[send_index])
 
@@ -338,7 +343,17 @@ class HostInterface(wiring.Component):
                         with m.Elif(engine.busy):
                             m.d.sync += respond(Status.BUSY)
                         with m.Else():
-                            m.d.sync += input_valid.eq(0)
+                            m.d.sync += [input_valid.eq(0), streaming.eq(0)]
+                            m.next = "INPUT_FEED"
+                    with m.Case(Opcode.INFER.value):
+                        with m.If(length != input_bytes):
+                            m.d.sync += respond(Status.BAD_LENGTH)
+                        with m.Elif(engine.busy):
+                            m.d.sync += respond(Status.BUSY)
+                        with m.Elif(~image_valid):
+                            m.d.sync += respond(Status.NO_IMAGE)
+                        with m.Else():
+                            m.d.sync += [input_valid.eq(0), streaming.eq(1)]
                             m.next = "INPUT_FEED"
                     with m.Default():
                         m.d.sync += respond(Status.UNKNOWN_OPCODE)
@@ -368,10 +383,25 @@ class HostInterface(wiring.Component):
                 m.d.comb += engine.input_wr.en.eq(1)
                 m.d.sync += count.eq(count + 1)
                 with m.If(count == length - 1):
-                    m.d.sync += [*respond(Status.OK), input_valid.eq(1)]
-                    m.next = "SEND_SYNC"
+                    m.d.sync += input_valid.eq(1)
+                    with m.If(streaming):
+                        m.next = "INFER_START"
+                    with m.Else():
+                        m.d.sync += respond(Status.OK)
+                        m.next = "SEND_SYNC"
                 with m.Else():
                     m.next = "INPUT_FEED"
+
+            # INFER: run, and answer when the result is there. Requests that arrive meanwhile
+            # wait in the receive buffer in front of this interface (hw/top.py).
+            with m.State("INFER_START"):
+                m.d.comb += engine.start.eq(1)
+                m.d.sync += [have_result.eq(0), inferences.eq(inferences + 1)]
+                m.next = "INFER_RUN"
+            with m.State("INFER_RUN"):
+                with m.If(have_result & ~engine.busy):
+                    m.d.sync += respond(Status.OK, Reply.COMPACT, len(compact_bytes))
+                    m.next = "SEND_SYNC"
 
             # -- the response frame ------------------------------------------------------------
             with m.State("SEND_SYNC"):

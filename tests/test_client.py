@@ -350,3 +350,31 @@ def test_vote_entropy(votes, bits):
 
     assert vote_entropy(votes) == bits
     assert str(vote_entropy(votes)) == str(bits)   # no "-0.0"
+
+
+def test_infer_stream_equals_one_by_one_inference():
+    """INFER with requests in flight gives, input for input, the class and votes of
+    WRITE_INPUT/START/READ_RESULT (the LFSR states carry on the same way)."""
+    from firmware import frames
+
+    params = _params()
+    inputs = np.random.default_rng(SEED).choice(np.array([-1, 1]), size=(7, CONFIG.n_inputs))
+    one = Device(ModelTransport(CONFIG))
+    one.load_image(write_image(params), progress=False)
+    want = [one.infer(x) for x in inputs]
+    limit = frames.stream_window(CONFIG.n_inputs)
+    for window in (1, 2, limit):
+        dev = Device(ModelTransport(CONFIG))
+        dev.load_image(write_image(params), progress=False)
+        got = list(dev.infer_stream(inputs, window=window))
+        assert [(g.cls, g.votes) for g in got] == [(w.cls, w.votes) for w in want], window
+        assert dev.status().inferences == len(inputs)
+    with pytest.raises(ValueError, match=f"^window must be in 1..{limit} "):
+        list(dev.infer_stream(inputs, window=limit + 1))
+
+
+def test_infer_stream_without_image_raises_and_leaves_the_link_clean(device):
+    with pytest.raises(DeviceError, match="^INFER: NO_IMAGE: ") as e:
+        list(device.infer_stream(np.ones((3, CONFIG.n_inputs), np.int64), window=3))
+    assert e.value.status == Status.NO_IMAGE
+    assert device.identify().identity == CONFIG.identity    # no answer left unread

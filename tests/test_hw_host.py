@@ -330,7 +330,7 @@ def test_bad_crc_is_refused_and_nothing_is_executed():
     run(scenario)
 
 
-@pytest.mark.parametrize("opcode", [0x00, 0x09, 0x7F, 0xFF], ids=lambda o: f"op{o:02x}")
+@pytest.mark.parametrize("opcode", [0x00, 0x0A, 0x7F, 0xFF], ids=lambda o: f"op{o:02x}")
 def test_unknown_opcode(opcode):
     async def scenario(b):
         assert await b.command(opcode, b"\x01\x02") == (Status.UNKNOWN_OPCODE, b"")
@@ -530,55 +530,107 @@ def test_image_begin_invalidates_a_valid_image():
 
 # -- the whole core, through the serial line ------------------------------------------------------
 
-def test_accelerator_top_answers_over_the_serial_line():
-    """`NSMAccelerator` with the real engine: IDENTIFY and READ_STATUS through uart_rx/uart_tx."""
+def _serial_exchange(requests, max_cycles=400_000):
+    """`NSMAccelerator` (real engine, receive buffer, UARTs) of CONFIG: all `requests` sent
+    back to back on uart_rx; returns every response frame decoded from uart_tx."""
     from hw.top import NSMAccelerator
     dut = NSMAccelerator(CONFIG, BAUD_DIVISOR)
     received = bytearray()
+    line = bytes(b"".join(requests))
 
     async def bench(ctx):
         ctx.set(dut.uart_rx, 1)
-        line = {"prev": 1, "bits": None, "timer": 0, "byte": 0}
-
-        async def step():
+        state = {"prev": 1, "bits": None, "timer": 0, "byte": 0}
+        bits = [bit for byte in line for bit in [0] + [(byte >> i) & 1 for i in range(8)] + [1]]
+        for cycle in range(max_cycles):
+            n = cycle // BAUD_DIVISOR
+            ctx.set(dut.uart_rx, bits[n] if n < len(bits) else 1)
             _, _, tx = await ctx.tick().sample(dut.uart_tx)
             # Decode uart_tx: find the start edge, sample mid-bit.
-            if line["bits"] is None:
-                if line["prev"] == 1 and tx == 0:
-                    line.update(bits=0, timer=BAUD_DIVISOR + BAUD_DIVISOR // 2, byte=0)
+            if state["bits"] is None:
+                if state["prev"] == 1 and tx == 0:
+                    state.update(bits=0, timer=BAUD_DIVISOR + BAUD_DIVISOR // 2, byte=0)
             else:
-                line["timer"] -= 1
-                if line["timer"] == 0:
-                    if line["bits"] < 8:
-                        line["byte"] |= tx << line["bits"]
-                        line["bits"] += 1
-                        line["timer"] = BAUD_DIVISOR
+                state["timer"] -= 1
+                if state["timer"] == 0:
+                    if state["bits"] < 8:
+                        state["byte"] |= tx << state["bits"]
+                        state["bits"] += 1
+                        state["timer"] = BAUD_DIVISOR
                     else:
                         assert tx == 1, "stop bit"
-                        received.append(line["byte"])
-                        line["bits"] = None
-            line["prev"] = tx
-
-        async def send(data):
-            for byte in data:
-                for bit in [0] + [(byte >> i) & 1 for i in range(8)] + [1]:
-                    ctx.set(dut.uart_rx, bit)
-                    for _ in range(BAUD_DIVISOR):
-                        await step()
-
-        for op, payload in ((Opcode.IDENTIFY, identify_expected()),
-                            (Opcode.READ_STATUS,
-                             status_expected(DeviceState.IDLE, 0, Status.OK, 0))):
-            received.clear()
-            await send(request(op))
-            frame = frames.encode_response(Status.OK, payload)
-            for _ in range(12 * BAUD_DIVISOR * (len(frame) + 4)):
-                await step()
-                if len(received) == len(frame):
-                    break
-            assert bytes(received) == frame, op
+                        received.append(state["byte"])
+                        state["bits"] = None
+            state["prev"] = tx
+            if n > len(bits) and len(frames.parse_responses_prefix(received)) == len(requests):
+                break
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
+    return [(Status(r.status), r.payload) for r in frames.parse_responses(bytes(received))]
+
+
+def test_accelerator_top_answers_over_the_serial_line():
+    """`NSMAccelerator` with the real engine: IDENTIFY and READ_STATUS through uart_rx/uart_tx."""
+    assert _serial_exchange([request(Opcode.IDENTIFY), request(Opcode.READ_STATUS)]) == [
+        (Status.OK, identify_expected()),
+        (Status.OK, status_expected(DeviceState.IDLE, 0, Status.OK, 0))]
+
+
+def test_accelerator_top_takes_requests_sent_back_to_back_while_it_computes():
+    """Requests sent without waiting for answers (a streamed image, INFERs in flight) wait in
+    the receive buffer while the device executes earlier ones; none is lost."""
+    from model import golden
+
+    params = random_params()
+    image = write_image(params)
+    rng = np.random.default_rng(SEED)
+    images = rng.choice(np.array([-1, 1]), size=(3, CONFIG.n_inputs))
+    requests = ([request(Opcode.IMAGE_BEGIN)]
+                + [request(Opcode.IMAGE_DATA, image[i:i + 40]) for i in range(0, len(image), 40)]
+                + [request(Opcode.IMAGE_END)]
+                + [request(Opcode.INFER, frames.pack_input(x, CONFIG.n_inputs)) for x in images])
+    answers = _serial_exchange(requests)
+    assert [status for status, _ in answers] == [Status.OK] * len(requests)
+    expected = golden.run(params, images, trace=False)
+    for i, (_, payload) in enumerate(answers[-3:]):
+        got = frames.decode_compact(CONFIG.n_classes, payload)
+        assert (got.cls, list(got.votes)) == (int(expected.cls[i]),
+                                              [int(v) for v in expected.votes[i]]), f"seed {SEED}"
+
+
+# -- streaming inference ------------------------------------------------------------------------
+
+def expected_compact(first_input: int) -> bytes:
+    n = CONFIG.n_classes
+    return frames.encode_compact(n, frames.CompactResult(
+        first_input % n, tuple((first_input + c) % (CONFIG.samples + 1) for c in range(n))))
+
+
+def test_infer_streams_inputs_and_answers_each_when_it_is_done():
+    image = write_image(random_params())
+    inputs = [bytes([0x21, 0x01]), bytes([0x7C, 0x00]), bytes([0x03, 0x02])]
+
+    async def scenario(b):
+        assert await b.command(Opcode.INFER, inputs[0]) == (Status.NO_IMAGE, b"")
+        assert await b.load_image(image, chunk=MAX_PAYLOAD) == Status.OK
+        assert await b.command(Opcode.INFER, bytes(INPUT_BYTES + 1)) == (Status.BAD_LENGTH, b"")
+        start = b.cycles
+        assert await b.command(Opcode.INFER, inputs[0]) == (Status.OK,
+                                                            expected_compact(inputs[0][0]))
+        assert b.cycles - start > RUN_CYCLES          # answered once the engine is done
+        # Back to back: each request is taken after the previous answer, none is refused.
+        await b.send(encode_request(Opcode.INFER, inputs[1]) +
+                     encode_request(Opcode.INFER, inputs[2]))
+        assert await b.response() == (Status.OK, expected_compact(inputs[1][0]))
+        assert await b.response() == (Status.OK, expected_compact(inputs[2][0]))
+        # The full result of the last one is there too, and every inference was counted.
+        assert await b.command(Opcode.READ_RESULT) == (Status.OK, expected_result(0x03, 3))
+        assert await b.command(Opcode.READ_STATUS) == (
+            Status.OK, status_expected(DeviceState.IDLE, 1, Status.BAD_LENGTH, 3))
+
+    bench = run(scenario)
+    assert [data for _, data in bench.writes["input"]] == [x for i in inputs for x in i]
+    assert bench.writes_while_busy == 0

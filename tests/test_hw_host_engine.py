@@ -181,3 +181,27 @@ async def infer_result(command, config) -> dict:
         if status == Status.OK:
             return parse_result(config, payload)
         assert status == Status.BUSY, status
+
+
+@pytest.mark.parametrize("config,seed", CONFIGS.values(), ids=CONFIGS.keys())
+def test_streamed_infer_equals_the_golden_model(config, seed):
+    """INFER with the real engine: each answer (class, votes) equals the golden model's, the
+    LFSR states carried from one inference to the next."""
+    rng = np.random.default_rng(seed)
+    params = QuantizedNSM.random(config, rng)
+    images = rng.integers(0, 2, size=(IMAGES, config.n_inputs))
+    expected = golden.run(params, 2 * images - 1, trace=False)
+    got = []
+
+    async def scenario(command):
+        await load(command, write_image(params))
+        for bits in images:
+            status, payload = await command(Opcode.INFER, frames.pack_input(
+                2 * np.asarray(bits) - 1, config.n_inputs))
+            assert status == Status.OK
+            got.append(frames.decode_compact(config.n_classes, payload))
+
+    simulate(config, scenario)
+    for i, r in enumerate(got):
+        assert (r.cls, list(r.votes)) == (int(expected.cls[i]),
+                                          [int(v) for v in expected.votes[i]]), f"seed {seed}"

@@ -51,7 +51,22 @@ def test_core_bad_input(need_core, config, tmp_path):
     env = st.sim_env(config, tmp_path, images=1)
     sv.check_cocotb(build, "sim.tb_core", testcase="bad_input", env=env,
                     tag=f"bad-{config.name}")
-    assert len(st.report(tmp_path)["bad_input_cases"]) >= 20
+    assert len(st.report(tmp_path)["bad_input_cases"]) == BAD_INPUT_CASES
+
+
+# Every case of sim/tb_core.py's bad_input, counted exactly (a case that stops running fails).
+BAD_INPUT_CASES = 22
+
+
+def test_core_refuses_memory_changes_while_busy(need_core, tmp_path):
+    """On the digits build (its inference outlasts the commands on the line), each command
+    that would change the engine's memories answers BUSY (sim/tb_core.py busy_refusals)."""
+    config = digits_config()
+    build = st.core_build(config)
+    env = st.sim_env(config, tmp_path, images=1)
+    sv.check_cocotb(build, "sim.tb_core", testcase="busy_refusals", env=env, tag="busy")
+    assert st.report(tmp_path)["busy_refused"] == [
+        "WRITE_INPUT", "IMAGE_BEGIN", "IMAGE_DATA", "IMAGE_END", "START", "INFER", "READ_RESULT"]
 
 
 # -- the trained digits model, held-out test images ----------------------------------------------

@@ -11,19 +11,21 @@ a `DeviceError` naming the status; a silent device becomes a `DeviceTimeout`.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import numpy as np
 from tqdm import tqdm
 
 from firmware import frames
-from firmware.frames import (HEAD_BYTES, MAX_PAYLOAD, DeviceState, DeviceStatus, FrameError, Identity,
-                             InferenceResult, Opcode, Status, encode_request, pack_input)
+from firmware.frames import (HEAD_BYTES, MAX_PAYLOAD, RX_BUFFER_BYTES, CompactResult, DeviceState, DeviceStatus,
+                             FrameError, Identity, InferenceResult, Opcode, Status,
+                             encode_request, pack_input)
 from firmware.image import ImageError, check_image, known_configs, read_image
 
 from .transport import DeviceTimeout, Transport
 
 __all__ = ["Device", "DeviceError", "ProtocolError", "Identity", "InferenceResult",
-           "DeviceStatus", "DeviceState", "encode_request", "pack_input"]
+           "DeviceStatus", "DeviceState", "CompactResult", "encode_request", "pack_input"]
 
 # What each error status means for the user, and what to do about it.
 STATUS_HELP = {
@@ -144,14 +146,35 @@ class Device:
                                            f"{device.identity:08x} ({device.describe()}); "
                                            f"use --force to send it anyway")
         self.command(Opcode.IMAGE_BEGIN)
-        chunks = range(0, len(image), MAX_PAYLOAD)
+        # Streamed: the next frame is on the line while the device takes the last one (its
+        # receive buffer holds it), so the link never idles between frames. The first frame
+        # (the header, where a wrong image is found) goes alone, so that its refusal is the
+        # device's last error, not that of a frame behind it.
+        frames_in_flight = 1 + RX_BUFFER_BYTES // (MAX_PAYLOAD + HEAD_BYTES + 1)
+        pending = []
         with tqdm(total=len(image), unit="B", unit_scale=True, desc="load image",
                   disable=not progress, leave=False) as bar:
-            for start in chunks:
+            for start in range(0, len(image), MAX_PAYLOAD):
                 chunk = image[start:start + MAX_PAYLOAD]
-                self.command(Opcode.IMAGE_DATA, chunk)
-                bar.update(len(chunk))
+                self.transport.write(encode_request(Opcode.IMAGE_DATA, chunk))
+                pending.append(len(chunk))
+                if len(pending) == frames_in_flight or start == 0:
+                    self._image_data_answer(pending)
+                    bar.update(pending.pop(0))
+            while pending:
+                self._image_data_answer(pending)
+                bar.update(pending.pop(0))
         self.command(Opcode.IMAGE_END)
+
+    def _image_data_answer(self, pending: list) -> None:
+        """The answer to the oldest IMAGE_DATA in flight; on an error, the answers to the
+        others are read too (the device has aborted the load) before it is raised."""
+        status, _ = self._response(Opcode.IMAGE_DATA, self.timeout)
+        if status != Status.OK:
+            for _ in pending[1:]:
+                self._response(Opcode.IMAGE_DATA, self.timeout)
+            pending.clear()
+            raise DeviceError(status, Opcode.IMAGE_DATA)
 
     def infer(self, input_pm1) -> InferenceResult:
         """Classify one ±1 input vector."""
@@ -160,6 +183,43 @@ class Device:
         self.command(Opcode.WRITE_INPUT, pack_input(input_pm1, self._identity.layer_sizes[0]))
         self.command(Opcode.START)
         return self._read_result()
+
+    def infer_stream(self, inputs, *, window: int | None = None,
+                     progress: bool = False) -> Iterator[CompactResult]:
+        """Classify many ±1 input vectors with INFER, keeping `window` requests in flight
+        (default: as many as the device buffers, `frames.stream_window`); yields one
+        `CompactResult` (class, votes) per input, in order."""
+        if self._identity is None:
+            self.identify()
+        ident = self._identity
+        n_classes = ident.layer_sizes[-1]
+        limit = frames.stream_window(ident.layer_sizes[0])
+        window = limit if window is None else window
+        if not 1 <= window <= limit:
+            raise ValueError(f"window must be in 1..{limit} (the device buffers {limit - 1} "
+                             f"requests of {ident.layer_sizes[0]} inputs), got {window}")
+        inputs = iter(inputs)
+        in_flight = 0
+        with tqdm(desc="infer", unit="input", disable=not progress, leave=False) as bar:
+            while True:
+                while in_flight < window:
+                    x = next(inputs, None)
+                    if x is None:
+                        break
+                    self.transport.write(encode_request(
+                        Opcode.INFER, pack_input(x, ident.layer_sizes[0])))
+                    in_flight += 1
+                if in_flight == 0:
+                    return
+                status, body = self._response(Opcode.INFER, self.infer_timeout)
+                in_flight -= 1
+                if status != Status.OK:
+                    # The requests behind it are still answered: read them before raising.
+                    for _ in range(in_flight):
+                        self._response(Opcode.INFER, self.infer_timeout)
+                    raise DeviceError(status, Opcode.INFER)
+                bar.update(1)
+                yield self._decode(frames.decode_compact, n_classes, body)
 
     def _read_result(self) -> InferenceResult:
         n_classes = self._identity.layer_sizes[-1]

@@ -2,7 +2,7 @@
 
     python -m tools.nsm export  quantized.npz -o digits.nsmi
     python -m tools.nsm info    digits.nsmi
-    python -m tools.nsm load    digits.nsmi            --port /dev/ttyUSB0 --baud 115200
+    python -m tools.nsm load    digits.nsmi            --port /dev/ttyUSB0 --baud 1000000
     python -m tools.nsm infer   [--image digits.nsmi]  --port /dev/ttyUSB0
     python -m tools.nsm run-one --index 7              --sim --image digits.nsmi
     python -m tools.nsm bench   -n 50                  --sim --image digits.nsmi
@@ -32,7 +32,8 @@ from model.config import ConfigError, NSMConfig, digits_config
 from model.params import QuantizedNSM
 
 from .client import Device, DeviceError, ProtocolError
-from .transport import DeviceTimeout, ModelTransport, SerialTransport, SimTransport
+from .transport import (DEFAULT_BAUD, DeviceTimeout, ModelTransport, SerialTransport,
+                        SimTransport)
 
 __all__ = ["main", "build_parser", "open_device", "check_device_args", "load_test_set",
            "read_idx", "vote_entropy", "compare_with_golden"]
@@ -198,8 +199,10 @@ def cmd_load(args) -> int:
 
 def _print_result(index, result, label=None):
     tag = "" if label is None else f" label {label}"
-    print(f"input {index}:{tag} class {result.cls}, cycles {result.cycles}")
-    print("  scores " + " ".join(f"{s:>7d}" for s in result.scores))
+    cycles = f", cycles {result.cycles}" if hasattr(result, "cycles") else ""
+    print(f"input {index}:{tag} class {result.cls}{cycles}")
+    if hasattr(result, "scores"):
+        print("  scores " + " ".join(f"{s:>7d}" for s in result.scores))
     print("  votes  " + " ".join(f"{v:>7d}" for v in result.votes)
           + f"   entropy {vote_entropy(result.votes):.2f} bits")
 
@@ -211,9 +214,11 @@ def cmd_infer(args) -> int:
         inputs, labels = load_test_set(ident.layer_sizes[0], args.data_dir)
         if args.limit:
             inputs, labels = inputs[:args.limit], labels[:args.limit]
-        results = []
-        for x in tqdm(inputs, desc="infer", unit="img", disable=args.quiet):
-            results.append(dev.infer(x))
+        if args.compare_golden:     # needs the scores: one full READ_RESULT per input
+            results = [dev.infer(x) for x in tqdm(inputs, desc="infer", unit="img",
+                                                   disable=args.quiet)]
+        else:                       # streamed: class and votes, requests in flight
+            results = list(dev.infer_stream(inputs, progress=not args.quiet))
     classes = np.array([r.cls for r in results])
     votes = np.array([r.votes for r in results])
     k = votes.sum(axis=1)
@@ -279,14 +284,14 @@ def cmd_bench(args) -> int:
         ident = dev.identify()
         rng = np.random.default_rng(args.seed)
         inputs = rng.choice(np.array([-1, 1]), size=(args.count, ident.layer_sizes[0]))
-        dev.infer(inputs[0])  # warm-up
+        cycles = [dev.infer(x).cycles for x in inputs[:2]]   # warm-up, and the cycle count
         started = time.monotonic()
-        cycles = [dev.infer(x).cycles for x in tqdm(inputs, desc="bench", unit="inf",
-                                                     disable=args.quiet)]
+        for _ in dev.infer_stream(inputs, progress=not args.quiet):
+            pass
         elapsed = time.monotonic() - started
     print(f"device     {ident.describe()}")
-    print(f"throughput {args.count / elapsed:.1f} inferences/s over the link "
-          f"({elapsed / args.count * 1e3:.2f} ms each, host round trips included)")
+    print(f"throughput {args.count / elapsed:.1f} inferences/s over the link, streamed "
+          f"({elapsed / args.count * 1e3:.2f} ms each, host included)")
     print(f"cycles     {int(np.mean(cycles))} device cycles per inference "
           f"(min {min(cycles)}, max {max(cycles)}); K={ident.samples}")
     if args.clock_mhz:
@@ -300,7 +305,8 @@ def cmd_bench(args) -> int:
 def _device_options(p: argparse.ArgumentParser):
     g = p.add_argument_group("device (choose one)")
     g.add_argument("--port", help="serial port of a board, e.g. /dev/ttyUSB0")
-    g.add_argument("--baud", type=int, default=115200, help="serial baud rate (default 115200)")
+    g.add_argument("--baud", type=int, default=DEFAULT_BAUD,
+                   help=f"serial baud rate (default {DEFAULT_BAUD})")
     g.add_argument("--sim", action="store_true", help="the Verilator simulation")
     g.add_argument("--model-device", action="store_true",
                    help="the software model of the device (golden model; a dry run)")

@@ -22,14 +22,16 @@ from pathlib import Path
 
 import numpy as np
 
-from firmware.frames import (HEAD_BYTES, MAX_PAYLOAD, SYNC_REQUEST, DeviceState, InferenceResult,
-                             Opcode, Status, crc8, encode_identify, encode_response,
+from firmware.frames import (DEFAULT_BAUD, HEAD_BYTES, MAX_PAYLOAD, SYNC_REQUEST, DeviceState, InferenceResult,
+                             Opcode, Status, crc8, decode_result, encode_compact,
+                             encode_identify, encode_response,
                              encode_result, encode_status, input_length, no_payload, score_bytes,
                              unpack_input)
 from firmware.image_format import CRC_BYTES, image_crc
 from model.config import NSMConfig
 
-__all__ = ["Transport", "DeviceTimeout", "SerialTransport", "SimTransport", "ModelTransport"]
+__all__ = ["Transport", "DeviceTimeout", "SerialTransport", "SimTransport", "ModelTransport",
+           "DEFAULT_BAUD"]
 
 
 class DeviceTimeout(TimeoutError):
@@ -64,7 +66,7 @@ def _timeout(what: str, n: int, got: int, timeout: float, where: str) -> DeviceT
 class SerialTransport(Transport):
     """A board on a serial port (8N1)."""
 
-    def __init__(self, port: str, baud: int = 115200):
+    def __init__(self, port: str, baud: int = DEFAULT_BAUD):
         import serial  # pyserial; imported here so that the other transports do not need it
 
         try:
@@ -72,6 +74,12 @@ class SerialTransport(Transport):
         except serial.SerialException as e:
             raise OSError(f"{port}: cannot open the serial port ({e})") from None
         self.port = port
+        # The FTDI driver's default latency timer holds received bytes up to 16 ms; a
+        # stop-and-wait exchange would wait for it on every frame.
+        try:
+            self._serial.set_low_latency_mode(True)
+        except (AttributeError, NotImplementedError, ValueError, OSError):
+            pass                  # not a Linux serial port that has the setting
         self._serial.reset_input_buffer()
 
     def write(self, data: bytes) -> None:
@@ -229,6 +237,7 @@ class ModelTransport(Transport):
             Opcode.IMAGE_DATA: self._image_data, Opcode.IMAGE_END: self._image_end,
             Opcode.WRITE_INPUT: self._write_input, Opcode.START: self._start,
             Opcode.READ_RESULT: self._read_result, Opcode.READ_STATUS: self._read_status,
+            Opcode.INFER: self._infer,
         }.get(opcode)
         if handler is None:
             self._reply(Status.UNKNOWN_OPCODE)
@@ -236,7 +245,8 @@ class ModelTransport(Transport):
             self._reply(Status.BAD_LENGTH)
         elif opcode == Opcode.IMAGE_DATA and not payload:
             self._reply(Status.BAD_LENGTH)
-        elif opcode == Opcode.WRITE_INPUT and len(payload) != input_length(self.config.n_inputs):
+        elif (opcode in (Opcode.WRITE_INPUT, Opcode.INFER)
+              and len(payload) != input_length(self.config.n_inputs)):
             self._reply(Status.BAD_LENGTH)
         else:
             handler(payload)
@@ -274,6 +284,15 @@ class ModelTransport(Transport):
         self._input = np.asarray(unpack_input(payload, self.config.n_inputs), dtype=np.int64)
         self._reply(Status.OK)
 
+    def _infer(self, payload: bytes):
+        if self._params is None:
+            self._reply(Status.NO_IMAGE)
+            return
+        self._input = np.asarray(unpack_input(payload, self.config.n_inputs), dtype=np.int64)
+        self._run()
+        self._reply(Status.OK, encode_compact(self.config.n_classes, decode_result(
+            self.config.n_classes, score_bytes(self.config), self._result)))
+
     def _start(self, _):
         if self._params is None:
             self._reply(Status.NO_IMAGE)
@@ -281,6 +300,10 @@ class ModelTransport(Transport):
         if self._input is None:
             self._reply(Status.NO_INPUT)
             return
+        self._run()
+        self._reply(Status.OK)
+
+    def _run(self):
         from model.golden import run
 
         cfg = self.config
@@ -292,7 +315,6 @@ class ModelTransport(Transport):
             tuple(int(v) for v in np.asarray(result.votes).reshape(-1)),
             cfg.samples * cfg.ideal_cycles_per_sample))
         self._inferences += 1
-        self._reply(Status.OK)
 
     def _read_result(self, _):
         if self._result is None:
