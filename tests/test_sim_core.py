@@ -55,7 +55,7 @@ def test_core_bad_input(need_core, config, tmp_path):
 
 
 # Every case of sim/tb_core.py's bad_input, counted exactly (a case that stops running fails).
-BAD_INPUT_CASES = 22
+BAD_INPUT_CASES = 23
 
 
 def test_core_refuses_memory_changes_while_busy(need_core, tmp_path):

@@ -15,8 +15,10 @@ forever.
 from __future__ import annotations
 
 import os
+import re
 import selectors
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -101,6 +103,10 @@ class SerialTransport(Transport):
         self._serial.close()
 
 
+_HARNESS_REPORT = re.compile(r"nsm_harness: (\d+) cycles simulated in [\d.]+ s, (\d+) framing "
+                             r"errors, last UART activity at cycle (\d+)")
+
+
 class SimTransport(Transport):
     """The Verilator simulation of the device: the harness's stdin/stdout are its UART.
 
@@ -115,9 +121,12 @@ class SimTransport(Transport):
 
             executable = build_harness(config, baud_divisor=baud_divisor)
         self.executable = Path(executable)
+        self._stderr = tempfile.TemporaryFile()
         self._proc = subprocess.Popen([str(self.executable)], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                      bufsize=0)
+                                      stdout=subprocess.PIPE, stderr=self._stderr, bufsize=0)
+        #: After `close`: what the harness reports (cycles simulated, framing errors, the
+        #: cycle of the last UART activity), or None if it printed no report.
+        self.report: dict | None = None
         os.set_blocking(self._proc.stdout.fileno(), False)
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._proc.stdout, selectors.EVENT_READ)
@@ -156,11 +165,18 @@ class SimTransport(Transport):
         if self._proc.poll() is None:
             try:
                 self._proc.stdin.close()
-                self._proc.wait(timeout=5)
+                self._proc.wait(timeout=60)
             except (subprocess.TimeoutExpired, BrokenPipeError, OSError):
                 self._proc.kill()
                 self._proc.wait()
         self._selector.close()
+        if self.report is None and not self._stderr.closed:
+            self._stderr.seek(0)
+            found = _HARNESS_REPORT.search(self._stderr.read().decode(errors="replace"))
+            self._stderr.close()
+            if found:
+                self.report = {"cycles": int(found[1]), "framing_errors": int(found[2]),
+                               "last_activity": int(found[3])}
 
 
 class ModelTransport(Transport):
