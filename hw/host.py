@@ -151,8 +151,17 @@ class HostInterface(wiring.Component):
         feed_byte = Signal(8)    # the image byte the loader takes this cycle
         feed = Signal()
         load_error = Signal(8)   # the loader's verdict on the byte it took last
+        # The CRC unit takes the trailer too: an intact image leaves its residue
+        # (`match_detected`), checked the cycle after the last byte (`trailer_end`).
+        trailer_end = Signal()
         m.d.comb += [image_crc.data.eq(feed_byte),
-                     image_crc.valid.eq(feed & (position < crc_at))]
+                     image_crc.valid.eq(feed & (position < crc_at + CRC_BYTES))]
+        with m.If(trailer_end):
+            m.d.sync += trailer_end.eq(0)
+            with m.If(~image_crc.match_detected):
+                m.d.sync += load_error.eq(Status.IMAGE_CRC.value)
+            with m.Elif(content_bad):
+                m.d.sync += load_error.eq(Status.IMAGE_CONTENT.value)
 
         # Word assembly: the byte lands at its little-endian place; the last one writes.
         assembled = Signal.like(word_buf)
@@ -206,17 +215,15 @@ class HostInterface(wiring.Component):
             with m.Elif(position < crc_at + CRC_BYTES):
                 # The trailer: the CRC-32 of everything before it, little-endian. Contents are
                 # judged only once the image is known intact.
-                crc_byte = image_crc.crc.word_select((position - crc_at)[:2], 8)
-                with m.If(feed_byte != crc_byte):
-                    m.d.sync += load_error.eq(Status.IMAGE_CRC.value)
-                with m.Elif((position == crc_at + CRC_BYTES - 1) & content_bad):
-                    m.d.sync += load_error.eq(Status.IMAGE_CONTENT.value)
+                with m.If(position == crc_at + CRC_BYTES - 1):
+                    m.d.sync += trailer_end.eq(1)
             with m.Else():
                 m.d.sync += load_error.eq(Status.IMAGE_LENGTH.value)
 
         def loader_reset():
             return [position.eq(0), section.eq(0), word.eq(0), word_byte.eq(0), word_buf.eq(0),
-                    data_length.eq(0), content_bad.eq(0), load_error.eq(Status.OK.value)]
+                    data_length.eq(0), content_bad.eq(0), trailer_end.eq(0),
+                    load_error.eq(Status.OK.value)]
         m.d.comb += image_crc.start.eq(0)
 
         # -- the engine's input port and start -------------------------------------------------
@@ -358,12 +365,15 @@ class HostInterface(wiring.Component):
                     with m.Default():
                         m.d.sync += respond(Status.UNKNOWN_OPCODE)
 
-            # Payload bytes to the loader, one per two cycles (the buffer reads synchronously).
+            # Payload bytes to the loader, one per three cycles (the buffer reads synchronously;
+            # the trailer's verdict takes a cycle after its last byte).
             with m.State("IMAGE_FEED"):
                 m.next = "IMAGE_TAKE"
             with m.State("IMAGE_TAKE"):
                 m.d.comb += [feed.eq(1), feed_byte.eq(pay_read.data)]
                 m.d.sync += count.eq(count + 1)
+                m.next = "IMAGE_SETTLE"
+            with m.State("IMAGE_SETTLE"):
                 m.next = "IMAGE_CHECK"
             with m.State("IMAGE_CHECK"):
                 with m.If(load_error != Status.OK.value):

@@ -458,7 +458,7 @@ DAMAGES = [
     ("layer-count", Status.IMAGE_CONFIG),
     ("layer-size", Status.IMAGE_CONFIG),
     ("body-length", Status.IMAGE_LENGTH),
-    ("data-length", Status.IMAGE_CRC),
+    ("data-length", Status.IMAGE_LENGTH),   # one byte more expected: IMAGE_END comes early
     ("crc", Status.IMAGE_CRC),
     ("body-bit", Status.IMAGE_CRC),
     ("short", Status.IMAGE_LENGTH),

@@ -186,8 +186,8 @@ class ModelTransport(Transport):
     same statuses, and an image loader that takes the image byte by byte like the device's,
     with the header checks of `firmware.image_format.header_status`, the device's content checks
     (set padding bits, weight -2^(w-1), zero seed; reported once the CRC-32 trailer matched)
-    and the CRC-32 trailer checked byte by byte, so an error is reported by the IMAGE_DATA frame
-    that carries the offending byte. It classifies with the golden model `model.golden.run`,
+    and the CRC-32 trailer checked at its last byte, so an error is reported by the same
+    IMAGE_DATA frame as the device's. It classifies with the golden model `model.golden.run`,
     keeping the LFSR states from one inference to the next. `cycles` in its results is the
     ideal count `K * ideal_cycles_per_sample`, not a measurement; it is never busy (an
     inference is done when START answers), and it has no inter-byte timeout.
@@ -386,12 +386,16 @@ class _ImageLoader:
                 if status is not None and byte != self.header[pos]:
                     return status
             elif pos < self.crc_at + CRC_BYTES and pos >= self.crc_at:
+                # The device checks the whole trailer at its last byte.
                 if pos == self.crc_at:
                     self.crc = image_crc(bytes(self.data))
-                if byte != self.crc >> (8 * (pos - self.crc_at)) & 0xFF:
-                    return Status.IMAGE_CRC
-                if pos == self.crc_at + CRC_BYTES - 1 and self.content_bad:
-                    return Status.IMAGE_CONTENT
+                    self.trailer = bytearray()
+                self.trailer.append(byte)
+                if pos == self.crc_at + CRC_BYTES - 1:
+                    if int.from_bytes(self.trailer, "little") != self.crc:
+                        return Status.IMAGE_CRC
+                    if self.content_bad:
+                        return Status.IMAGE_CONTENT
                 continue
             elif pos >= self.crc_at + CRC_BYTES:
                 return Status.IMAGE_LENGTH
