@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from firmware.frames import MAX_PAYLOAD, Opcode, ResponseParser, Status, encode_request  # noqa: E402,E501
+from firmware.frames import (MAX_PAYLOAD, Opcode, ResponseParser, Status,  # noqa: E402
+                             encode_request)
 from firmware.image import write_image  # noqa: E402
 from model.config import NSMConfig, digits_config  # noqa: E402
 from model.params import QuantizedNSM  # noqa: E402

@@ -17,12 +17,12 @@ import enum
 import struct
 from dataclasses import dataclass
 
-__all__ = ["SYNC_REQUEST", "SYNC_RESPONSE", "PROTOCOL_VERSION", "MAX_PAYLOAD",
-           "FRAME_TIMEOUT_BITS", "FRAME_CRC_PARAMETERS", "HEAD_BYTES", "NO_PAYLOAD", "Opcode", "Status", "DeviceState",
+__all__ = ["SYNC_REQUEST", "SYNC_RESPONSE", "PROTOCOL_VERSION", "MAX_PAYLOAD", "FRAME_TIMEOUT_BITS",
+           "FRAME_CRC_PARAMETERS", "HEAD_BYTES", "NO_PAYLOAD", "Opcode", "Status", "DeviceState",
            "FrameError", "Response", "ResponseParser", "Identity", "InferenceResult",
            "DeviceStatus", "crc8", "frame_timeout_cycles", "encode_request", "encode_response",
-           "response_length", "decode_response", "parse_responses", "parse_responses_prefix", "no_payload",
-           "identify_format", "encode_identify", "decode_identify", "STATUS_FORMAT",
+           "response_length", "decode_response", "parse_responses", "parse_responses_prefix",
+           "no_payload", "identify_format", "encode_identify", "decode_identify", "STATUS_FORMAT",
            "encode_status", "decode_status", "score_bytes", "result_format", "result_length",
            "encode_result", "decode_result", "input_length", "pack_input", "unpack_input",
            "config_problems", "DEFAULT_BAUD", "RX_BUFFER_BYTES", "CompactResult", "compact_format",

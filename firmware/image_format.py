@@ -20,10 +20,10 @@ from dataclasses import dataclass
 
 from .frames import Status
 
-__all__ = ["MAGIC", "FORMAT_VERSION", "HEADER_FORMAT", "HEADER_FIELDS", "HEADER_BYTES",
-           "CRC_BYTES", "MAX_DATA_BYTES", "ImageHeader", "image_crc", "image_sections",
-           "word_bytes", "body_length", "header_length", "section_words", "image_body", "image_length", "encode_header",
-           "decode_header", "header_field", "header_status"]
+__all__ = ["MAGIC", "FORMAT_VERSION", "HEADER_FORMAT", "HEADER_FIELDS", "HEADER_BYTES", "CRC_BYTES",
+           "MAX_DATA_BYTES", "ImageHeader", "image_crc", "image_sections", "word_bytes",
+           "body_length", "header_length", "section_words", "image_body", "image_length",
+           "encode_header", "decode_header", "header_field", "header_status"]
 
 MAGIC = b"NSMI"
 FORMAT_VERSION = 2

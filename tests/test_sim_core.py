@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from model.config import NSMConfig, digits_config
-from model.params import QuantizedNSM
 from sim import testing as st
 from sim import verilator as sv
 

@@ -13,13 +13,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-import numpy as np
 from tqdm import tqdm
 
 from firmware import frames
-from firmware.frames import (HEAD_BYTES, MAX_PAYLOAD, RX_BUFFER_BYTES, CompactResult, DeviceState, DeviceStatus,
-                             FrameError, Identity, InferenceResult, Opcode, Status,
-                             encode_request, pack_input)
+from firmware.frames import (HEAD_BYTES, MAX_PAYLOAD, RX_BUFFER_BYTES, CompactResult,
+                             DeviceState, DeviceStatus, FrameError, Identity, InferenceResult,
+                             Opcode, Status, encode_request, pack_input)
 from firmware.image import ImageError, check_image, known_configs, read_image
 
 from .transport import DeviceTimeout, Transport

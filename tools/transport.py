@@ -24,11 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from firmware.frames import (DEFAULT_BAUD, HEAD_BYTES, MAX_PAYLOAD, SYNC_REQUEST, DeviceState, InferenceResult,
-                             Opcode, Status, crc8, decode_result, encode_compact,
-                             encode_identify, encode_response,
-                             encode_result, encode_status, input_length, no_payload, score_bytes,
-                             unpack_input)
+from firmware.frames import (DEFAULT_BAUD, HEAD_BYTES, MAX_PAYLOAD, SYNC_REQUEST, DeviceState,
+                             InferenceResult, Opcode, Status, crc8, decode_result, encode_compact,
+                             encode_identify, encode_response, encode_result, encode_status,
+                             input_length, no_payload, score_bytes, unpack_input)
 from firmware.image_format import CRC_BYTES, image_crc
 from model.config import NSMConfig
 
