@@ -30,14 +30,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from hw.protocol import MAX_PAYLOAD, Opcode, Status  # noqa: E402
+from firmware.frames import (MAX_PAYLOAD, Opcode, ResponseParser, Status,  # noqa: E402
+                             encode_request)
+from firmware.image import write_image  # noqa: E402
 from model.config import NSMConfig, digits_config  # noqa: E402
 from model.params import QuantizedNSM  # noqa: E402
 from sim import testing as st  # noqa: E402
 from sim import verilator as sv  # noqa: E402
-from sim.image_pack import pack_image  # noqa: E402
 from sim.scoreboard import input_payload, random_inputs  # noqa: E402
-from sim.uart_bfm import ResponseParser, request_frame  # noqa: E402
 
 
 class HarnessClient:
@@ -48,7 +48,7 @@ class HarnessClient:
         self.pending = []
 
     def call(self, opcode, payload=b"", timeout=120.0):
-        self.proc.stdin.write(request_frame(opcode, payload))
+        self.proc.stdin.write(encode_request(opcode, payload))
         deadline = time.monotonic() + timeout
         while not self.pending:
             if time.monotonic() > deadline:
@@ -70,7 +70,7 @@ class HarnessClient:
 
 def harness_speed(config, params, inputs, baud) -> dict:
     exe = sv.build_harness(config, baud_divisor=baud)
-    image = pack_image(params)
+    image = write_image(params)
     t0 = time.perf_counter()
     client = HarnessClient(exe)
     client.call(Opcode.IMAGE_BEGIN).expect(Status.OK)

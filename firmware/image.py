@@ -1,56 +1,48 @@
 """The binary weight image: what the host loads into the accelerator's memories.
 
-Format (docs/contract.md "Weight image", byte by byte in docs/image.md), little-endian:
-
-    magic b"NSMI" | version u16 | n u8 | reserved u8 | identity u32 | body length u32 |
-    layer sizes u16 * n | body (sections of hw.interfaces.image_sections) | CRC-32 u32
-
-The fixed header and the trailer are packed and parsed with `bitstring`; the sections, whose
-lanes need not be byte aligned, are packed with NumPy bit arrays (LSB first), which is exact and
-fast for the paper's network.
+The layout (header, sections, data spec, CRC-32 trailer) is defined in `firmware/image_format.py`
+and byte by byte in docs/image.md. The sections, whose lanes need not be byte aligned, are packed
+with NumPy bit arrays (LSB first), which is exact and fast for the paper's network. An image
+carries the model's `DataSpec` (data set, input encoding, class names) when it has one.
 
 Order of the checks in `read_image` (so that every refusal names the right problem):
   - an image is *intact* when it is as long as its header declares and the CRC-32 over the
     declared bytes matches; an intact image is then checked field by field: magic, format
     version, reserved byte, configuration identity, layer sizes, body length, trailing bytes,
-    then the contents (padding bits, value ranges);
-  - an image that is not intact is *truncated* when shorter than its configuration (or, with
-    none known, its header) implies, "not a weight image" when its magic differs from b"NSMI"
-    in more than two bits, else *corrupted* (CRC): one flipped bit anywhere lands here.
+    then the contents (padding bits, value ranges, data spec);
+  - an image that is not intact is *truncated* when shorter than its header declares and no
+    length field of the header looks damaged, "not a weight image" when its magic differs from
+    b"NSMI" in more than two bits, else *corrupted* (CRC): one flipped bit anywhere lands here.
 """
 
 from __future__ import annotations
 
-import zlib
-from dataclasses import dataclass
-
-import bitstring
 import numpy as np
 
-from hw.interfaces import image_sections
 from model.config import ConfigError, NSMConfig, digits_config, paper_config
 from model.fixed import from_unsigned, to_unsigned
+from model.meta import DataSpec, DataSpecError
 from model.params import QuantizedNSM
+
+from .image_format import (CRC_BYTES, FIELD_OFFSETS, FORMAT_VERSION, HEADER_BYTES, MAGIC,
+                           ImageHeader,
+                           body_length, decode_header, encode_header, image_crc, image_length,
+                           image_sections, word_bytes)
 
 __all__ = ["ImageError", "ImageHeader", "MAGIC", "FORMAT_VERSION", "HEADER_BYTES", "CRC_BYTES",
            "write_image", "read_image", "read_header", "check_image", "body_bytes", "image_bytes",
-           "known_configs", "image_crc"]
+           "known_configs", "image_crc", "decode_body"]
 
-MAGIC = b"NSMI"
-FORMAT_VERSION = 1
-# magic, version, n, reserved, identity, body length; the layer sizes follow.
-HEADER_FORMAT = "bytes:4, uintle:16, uint:8, uint:8, uintle:32, uintle:32"
-HEADER_BYTES = 16
-CRC_BYTES = 4
 # A magic at most this many bits away from MAGIC is taken for damage (reported as a CRC error).
-_MAGIC_DAMAGE_BITS = 2
+_DAMAGE_BITS = 2
+# Earlier format versions, refused by name (a flipped bit of FORMAT_VERSION never gives one).
+_OLD_VERSIONS = (1,)
 
 
 class ImageError(ValueError):
     """A weight image that cannot be used; the message names the problem.
 
-    `reason` is one of "truncated", "crc", "magic", "version", "config", "length", "content",
-    so that a software model of the device can map it onto a protocol status.
+    `reason` is one of "truncated", "crc", "magic", "version", "config", "length", "content".
     """
 
     def __init__(self, reason: str, message: str):
@@ -58,38 +50,14 @@ class ImageError(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True)
-class ImageHeader:
-    magic: bytes
-    version: int
-    reserved: int
-    identity: int
-    body_length: int
-    layer_sizes: tuple[int, ...]
-
-    @property
-    def total_length(self) -> int:
-        """Bytes of the whole image that this header declares."""
-        return HEADER_BYTES + 2 * len(self.layer_sizes) + self.body_length + CRC_BYTES
-
-
-def image_crc(data: bytes) -> int:
-    """CRC-32 of `hw.protocol.IMAGE_CRC` (zlib / ISO-HDLC); zlib computes the same, faster."""
-    return zlib.crc32(data) & 0xFFFFFFFF
-
-
-def _word_bytes(bits: int) -> int:
-    return -(-bits // 8)
-
-
 def body_bytes(config: NSMConfig) -> int:
     """Length of the body (the memory sections) that `config` implies."""
-    return sum(words * _word_bytes(bits) for _, words, bits in image_sections(config))
+    return body_length(config)
 
 
-def image_bytes(config: NSMConfig) -> int:
-    """Length of a whole image for `config`."""
-    return HEADER_BYTES + 2 * len(config.layer_sizes) + body_bytes(config) + CRC_BYTES
+def image_bytes(config: NSMConfig, data_length: int = 0) -> int:
+    """Length of a whole image for `config` with `data_length` bytes of data spec."""
+    return image_length(config, data_length)
 
 
 def known_configs() -> list[NSMConfig]:
@@ -106,14 +74,14 @@ def _pack_words(values: np.ndarray, bits: int) -> bytes:
     shifts = np.arange(bits, dtype=np.uint64)
     bit_array = ((unsigned[:, :, None] >> shifts) & np.uint64(1)).astype(np.uint8)
     bit_array = bit_array.reshape(words, lanes * bits)
-    pad = _word_bytes(lanes * bits) * 8 - lanes * bits
+    pad = word_bytes(lanes * bits) * 8 - lanes * bits
     bit_array = np.pad(bit_array, ((0, 0), (0, pad)))
     return np.packbits(bit_array, axis=1, bitorder="little").tobytes()
 
 
 def _unpack_words(raw: bytes, words: int, lanes: int, bits: int, section: str) -> np.ndarray:
     """Inverse of `_pack_words`; refuses set padding bits (they must be zero)."""
-    nbytes = _word_bytes(lanes * bits)
+    nbytes = word_bytes(lanes * bits)
     byte_array = np.frombuffer(raw, dtype=np.uint8).reshape(words, nbytes)
     bit_array = np.unpackbits(byte_array, axis=1, bitorder="little")
     padding = bit_array[:, lanes * bits:]
@@ -144,14 +112,6 @@ def _weight_words(config: NSMConfig, layer: int, w: np.ndarray) -> np.ndarray:
 
 # -- writing ---------------------------------------------------------------------------------------
 
-def _header_bytes(config: NSMConfig, body_length: int) -> bytes:
-    header = bitstring.pack(HEADER_FORMAT, MAGIC, FORMAT_VERSION, len(config.layer_sizes), 0,
-                            config.identity, body_length)
-    sizes = bitstring.Bits().join(bitstring.Bits(uintle=n, length=16)
-                                  for n in config.layer_sizes)
-    return header.bytes + sizes.bytes
-
-
 def write_image(params: QuantizedNSM) -> bytes:
     """The weight image of `params` (validated again before it is written)."""
     params.validate()
@@ -171,8 +131,9 @@ def write_image(params: QuantizedNSM) -> bytes:
         assert values.shape[0] == words
         body += _pack_words(values, bits // values.shape[1])
     assert len(body) == body_bytes(cfg)
-    image = _header_bytes(cfg, len(body)) + body
-    return image + bitstring.pack("uintle:32", image_crc(image)).bytes
+    data = b"" if params.data is None else params.data.to_json().encode()
+    image = encode_header(cfg, len(data)) + body + data
+    return image + image_crc(image).to_bytes(CRC_BYTES, "little")
 
 
 # -- reading ---------------------------------------------------------------------------------------
@@ -180,17 +141,15 @@ def write_image(params: QuantizedNSM) -> bytes:
 def read_header(data: bytes) -> ImageHeader:
     """The header of an image (not checked beyond its length)."""
     data = bytes(data)
+    header = decode_header(data)
+    if header is not None:
+        return header
     if len(data) < HEADER_BYTES:
         raise ImageError("truncated", f"image truncated: {len(data)} bytes, the header alone "
                                       f"needs {HEADER_BYTES}")
-    magic, version, n, reserved, identity, body_length = \
-        bitstring.Bits(data[:HEADER_BYTES]).unpack(HEADER_FORMAT)
-    end = HEADER_BYTES + 2 * n
-    if len(data) < end:
-        raise ImageError("truncated", f"image truncated: {len(data)} bytes, the header with its "
-                                      f"{n} layer sizes needs {end}")
-    sizes = tuple(bitstring.Bits(data[HEADER_BYTES:end]).unpack(f"{n}*uintle:16")) if n else ()
-    return ImageHeader(magic, version, reserved, identity, body_length, sizes)
+    n = data[6]
+    raise ImageError("truncated", f"image truncated: {len(data)} bytes, the header with its "
+                                  f"{n} layer sizes needs {HEADER_BYTES + 2 * n}")
 
 
 def _config_for(header: ImageHeader) -> NSMConfig | None:
@@ -200,34 +159,62 @@ def _config_for(header: ImageHeader) -> NSMConfig | None:
     return None
 
 
-def _magic_distance(magic: bytes) -> int:
-    return sum(bin(a ^ b).count("1") for a, b in zip(magic, MAGIC))
+def _distance(a: bytes, b: bytes) -> int:
+    return sum(bin(x ^ y).count("1") for x, y in zip(a, b))
 
 
-def _check_intact(data: bytes, header: ImageHeader, needed: int | None) -> int:
-    """Refuse a truncated or damaged image (`needed`: the length its configuration implies,
-    None if unknown); returns the declared length."""
+def _stored_crc(data: bytes, declared: int) -> int:
+    return int.from_bytes(data[declared - CRC_BYTES:declared], "little")
+
+
+def _length_damaged(data: bytes, header: ImageHeader, config: NSMConfig | None) -> bool:
+    """Whether a damaged length field of the header, rather than a short file, explains that
+    the file is shorter than the header declares: the body length disagrees with the
+    configuration, or putting into one length field the value that fits the file's length
+    makes the CRC-32 at the file's end match."""
+    if config is not None and (header.body_length != body_bytes(config)
+                               or header.layer_sizes != config.layer_sizes):
+        return True
+    missing = header.total_length - len(data)
+    if len(data) < header.length + CRC_BYTES:
+        return False
+    stored = int.from_bytes(data[-CRC_BYTES:], "little")
+    for field in ("body_length", "data_length"):
+        fitting = getattr(header, field) - missing
+        if fitting < 0:
+            continue
+        offset, size = FIELD_OFFSETS[field]
+        repaired = (data[:offset] + fitting.to_bytes(size, "little")
+                    + data[offset + size:len(data) - CRC_BYTES])
+        if image_crc(repaired) == stored:
+            return True
+    return False
+
+
+def _check_intact(data: bytes, header: ImageHeader, config: NSMConfig | None) -> int:
+    """Refuse a truncated or damaged image; returns the declared length."""
+    if data[:4] == MAGIC and header.version in _OLD_VERSIONS:
+        # Another header layout: its CRC cannot be found where this version's would be.
+        raise ImageError("version", f"image format version {header.version}, this tool reads "
+                                    f"version {FORMAT_VERSION} (export the image again from its "
+                                    f"quantized model)")
     declared = header.total_length
-    intact = (len(data) >= declared and image_crc(data[:declared - CRC_BYTES])
-              == bitstring.Bits(data[declared - CRC_BYTES:declared]).uintle)
-    if intact:
+    if len(data) >= declared and (image_crc(data[:declared - CRC_BYTES])
+                                  == _stored_crc(data, declared)):
         return declared
-    # Truncation is judged against the configuration where one is known, since a damaged
-    # length field in the header must not pass for a short file.
-    needed = declared if needed is None else needed
-    if len(data) < needed:
-        raise ImageError("truncated", f"image truncated: {len(data)} bytes, expected {needed}")
-    if _magic_distance(header.magic) > _MAGIC_DAMAGE_BITS:
+    if len(data) < declared and not _length_damaged(data, header, config):
+        expected = declared if config is None else image_bytes(config, header.data_length)
+        raise ImageError("truncated", f"image truncated: {len(data)} bytes, expected {expected}")
+    if _distance(header.magic, MAGIC) > _DAMAGE_BITS:
         raise ImageError("magic", f"not a weight image: magic {header.magic!r}, expected "
                                   f"{MAGIC!r}")
-    # Damage anywhere, length fields of the header included.
     if len(data) < declared:
         raise ImageError("crc", f"image corrupted: its header declares {declared} bytes, the "
-                                f"configuration {needed} (CRC-32 cannot match)")
-    stored = bitstring.Bits(data[declared - CRC_BYTES:declared]).uintle
-    computed = image_crc(data[:declared - CRC_BYTES])
-    raise ImageError("crc", f"image corrupted: CRC-32 is {computed:08x}, the image says "
-                            f"{stored:08x}")
+                                f"file has {len(data)} (a damaged length field; the CRC-32 "
+                                f"cannot match)")
+    raise ImageError("crc", f"image corrupted: CRC-32 is "
+                            f"{image_crc(data[:declared - CRC_BYTES]):08x}, the image says "
+                            f"{_stored_crc(data, declared):08x}")
 
 
 def _check_format(data: bytes, header: ImageHeader) -> None:
@@ -236,7 +223,8 @@ def _check_format(data: bytes, header: ImageHeader) -> None:
                                   f"{MAGIC!r}")
     if header.version != FORMAT_VERSION:
         raise ImageError("version", f"image format version {header.version}, this tool reads "
-                                    f"version {FORMAT_VERSION}")
+                                    f"version {FORMAT_VERSION} (export the image again from its "
+                                    f"quantized model)")
     if header.reserved != 0:
         raise ImageError("magic", f"image header reserved byte is {header.reserved}, must be 0")
     if len(data) > header.total_length:
@@ -251,13 +239,14 @@ def check_image(data: bytes) -> ImageHeader:
     configuration)."""
     data = bytes(data)
     header = read_header(data)
-    _check_intact(data, header, None)
+    _check_intact(data, header, _config_for(header))
     _check_format(data, header)
     return header
 
 
 def read_image(data: bytes, config: NSMConfig | None = None) -> QuantizedNSM:
-    """Parse and check a weight image; returns the identical parameters that were written.
+    """Parse and check a weight image; returns the identical parameters (and data spec) that
+    were written.
 
     `config`: the configuration the image must be made for; None accepts the known
     configurations (`known_configs`) by identity. Refusals raise `ImageError`.
@@ -273,10 +262,9 @@ def read_image(data: bytes, config: NSMConfig | None = None) -> QuantizedNSM:
         header = read_header(data)
     if config is None:
         config = _config_for(header)
-    declared = _check_intact(data, header, image_bytes(config) if config is not None else None)
+    declared = _check_intact(data, header, config)
     # An intact image: is it one this tool and this configuration can use?
-    if header.magic != MAGIC or header.version != FORMAT_VERSION or header.reserved != 0:
-        _check_format(data, header)
+    _check_format(data, header)
     if config is None:
         raise ImageError("config", f"image was made for configuration {header.identity:08x} "
                                    f"(layers {header.layer_sizes}), which is not a known "
@@ -292,18 +280,25 @@ def read_image(data: bytes, config: NSMConfig | None = None) -> QuantizedNSM:
     if header.body_length != body_bytes(config):
         raise ImageError("length", f"image body length {header.body_length} bytes, the "
                                    f"configuration needs {body_bytes(config)}")
-    if len(data) > declared:
-        raise ImageError("length", f"image has {len(data) - declared} unexpected bytes after "
-                                   f"its CRC ({len(data)} bytes, expected {declared})")
-    return _decode_body(config, data[HEADER_BYTES + 2 * len(header.layer_sizes):
-                                     declared - CRC_BYTES])
+    body_at = header.length
+    data_at = body_at + header.body_length
+    spec = None
+    if header.data_length:
+        try:
+            spec = DataSpec.from_json(data[data_at:data_at + header.data_length].decode())
+        except (UnicodeDecodeError, DataSpecError) as e:
+            raise ImageError("content", f"image data spec is not readable: {e}") from None
+    return decode_body(config, data[body_at:data_at], spec)
 
 
-def _decode_body(cfg: NSMConfig, body: bytes) -> QuantizedNSM:
+def decode_body(cfg: NSMConfig, body: bytes, spec: DataSpec | None, *,
+                unused_lanes: str = "refuse") -> QuantizedNSM:
+    """The parameters in an image body of `cfg`. `unused_lanes`: "refuse" non-zero values in
+    lanes past a layer's neurons, or "ignore" them (what the device does with them)."""
     sections = {}
     offset = 0
     for name, words, bits in image_sections(cfg):
-        nbytes = words * _word_bytes(bits)
+        nbytes = words * word_bytes(bits)
         lanes = 1 if name == "seeds" else cfg.lanes
         sections[name] = _unpack_words(body[offset:offset + nbytes], words, lanes,
                                        bits // lanes, name)
@@ -318,7 +313,7 @@ def _decode_body(cfg: NSMConfig, body: bytes) -> QuantizedNSM:
         a_l = sections["a"][p0:p0 + groups].reshape(-1)
         b_l = sections["bias"][p0:p0 + groups].reshape(-1)
         for name, full in (("weights", w), ("a", a_l), ("bias", b_l)):
-            if np.any(full[n_out:]):
+            if unused_lanes == "refuse" and np.any(full[n_out:]):
                 raise ImageError("content", f"image section {name}, layer {l}: lanes past the "
                                             f"{n_out} neurons of the layer are not zero")
         weights.append(np.ascontiguousarray(w[:n_out]))
@@ -326,6 +321,6 @@ def _decode_body(cfg: NSMConfig, body: bytes) -> QuantizedNSM:
         bias.append(b_l[:n_out].copy())
     seeds = tuple(int(s) & ((1 << cfg.lfsr_width) - 1) for s in sections["seeds"][:, 0])
     try:
-        return QuantizedNSM(cfg, tuple(weights), tuple(a), tuple(bias), seeds)
+        return QuantizedNSM(cfg, tuple(weights), tuple(a), tuple(bias), seeds, spec)
     except ConfigError as e:
         raise ImageError("content", f"image holds invalid parameters: {e}") from None

@@ -25,9 +25,11 @@ from pathlib import Path
 
 from amaranth.back import verilog
 
+from firmware.frames import DEFAULT_BAUD
 from model.config import ConfigError, NSMConfig, digits_config
 
 from .top import NSMAccelerator, NSMBoardTop
+from .uart import uart_divisor
 
 __all__ = ["write_verilog", "lint_verilog", "count_multipliers", "build_board", "BOARDS",
            "program_command", "missing_programmer", "missing_toolchain", "ToolchainError",
@@ -38,7 +40,6 @@ CORE_MODULE = "nsm_core"
 # Name of the board top level and of its files in the build folder (nsm_top.bin, .tim, ...).
 BOARD_TOP = "nsm_top"
 DEFAULT_BAUD_DIVISOR = 8
-DEFAULT_BAUD = 115200
 
 
 def write_verilog(config: NSMConfig, out_dir, *, baud_divisor: int = DEFAULT_BAUD_DIVISOR,
@@ -326,7 +327,8 @@ def _parser() -> argparse.ArgumentParser:
                    default=DEFAULT_BAUD_DIVISOR, help="clocks per UART bit of the bare core")
     p.add_argument("--board", choices=sorted(BOARDS), help="build a bitstream for this board")
     p.add_argument("--baud", type=int_at_least(1), default=DEFAULT_BAUD,
-                   help="board UART baud rate")
+                   help="board UART baud rate; the divisor is computed from the board clock "
+                        "and its error checked")
     p.add_argument("--program", action="store_true", help="program the board after building")
     p.add_argument("--no-build", action="store_true",
                    help="with --program: program the bitstream already in the build folder, "
@@ -436,6 +438,11 @@ def _run(args, config: NSMConfig, name: str) -> int:
                 return 1
         return 0
     out = args.out or Path("build") / args.board / name
+    try:
+        uart_divisor(BOARDS[args.board]["platform"]().default_clk_frequency, args.baud)
+    except ValueError as e:
+        print(f"hw.build: --baud: {e}", file=sys.stderr)
+        return 2
     # Say what is missing for --program before a long build, not after it.
     if args.program and (message := missing_programmer(args.board, out)):
         print(message, file=sys.stderr)

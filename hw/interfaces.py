@@ -1,6 +1,7 @@
 """Signatures and payload layouts shared between the NSM engine and the host interface.
 
-All of them are derived from an `NSMConfig`; nothing here writes a number twice.
+All of them are derived from an `NSMConfig`; nothing here writes a number twice. The image
+sections (`image_sections`) are defined with the image layout in `firmware/image_format.py`.
 """
 
 from amaranth.hdl import unsigned, signed
@@ -8,6 +9,8 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from firmware.frames import input_length
+from firmware.image_format import image_sections
 from model.config import NSMConfig
 
 __all__ = ["WriteSignature", "ResultLayout", "TraceLayout", "EngineSignature", "image_sections"]
@@ -22,24 +25,6 @@ class WriteSignature(wiring.Signature):
             "addr": Out(range(max(depth, 2))),
             "data": Out(width),
         })
-
-
-def image_sections(config: NSMConfig) -> list[tuple[str, int, int]]:
-    """The memory sections of a weight image body, in order: (name, words, bits per word).
-
-    weights: word = weight_base(l) + g * N_in + j; lane k holds w[g*lanes + k, j] in bits
-             [k*weight_bits, (k+1)*weight_bits), two's complement, zero for lanes past N_out.
-    a:       word = param_base(l) + g; lane k holds a[g*lanes + k] in bits [k*a_bits, ...).
-    bias:    word = param_base(l) + g; lane k holds bias[g*lanes + k] in bits [k*bias_bits, ...).
-    seeds:   word = generator index; the LFSR's initial state.
-    Each word is stored as ceil(bits / 8) bytes, little-endian, unused high bits zero.
-    """
-    return [
-        ("weights", config.weight_words, config.weight_word_bits),
-        ("a", config.param_words, config.lanes * config.a_bits),
-        ("bias", config.param_words, config.lanes * config.bias_bits),
-        ("seeds", config.n_generators, config.lfsr_width),
-    ]
 
 
 def ResultLayout(config: NSMConfig) -> data.StructLayout:
@@ -82,7 +67,7 @@ class EngineSignature(wiring.Signature):
             "a_wr": In(WriteSignature(*sections["a"])),
             "bias_wr": In(WriteSignature(*sections["bias"])),
             "seed_wr": In(WriteSignature(*sections["seeds"])),
-            "input_wr": In(WriteSignature(-(-config.n_inputs // 8), 8)),
+            "input_wr": In(WriteSignature(input_length(config.n_inputs), 8)),
             "start": In(1),
             "busy": Out(1),
             "done": Out(1),

@@ -24,15 +24,22 @@ def lfsr_unrolled(state, taps, steps):
     """`steps` LFSR steps on a list of state bits (index 0 = newest bit), as expressions.
 
     Returns (new state bits, output bits in the order they are produced). Works on Amaranth
-    values and on Python ints alike, so a test can evaluate it without a simulator.
+    values and on Python ints alike, so a test can evaluate it without a simulator. Each bit is
+    tracked as the set (a bit mask) of initial state bits it is the XOR of, so every result is
+    one flat XOR of at most `len(state)` inputs, however many steps are unrolled.
     """
-    bits = list(state)
-    out = []
+    state = list(state)
+    masks = [1 << i for i in range(len(state))]
+    out_masks = []
     for _ in range(steps):
-        feedback = reduce(xor, [bits[t - 1] for t in taps])
-        bits = [feedback] + bits[:-1]
-        out.append(feedback)
-    return bits, out
+        feedback = reduce(xor, [masks[t - 1] for t in taps])
+        masks = [feedback] + masks[:-1]
+        out_masks.append(feedback)
+
+    def expression(mask):
+        return reduce(xor, [state[i] for i in range(len(state)) if mask >> i & 1])
+
+    return [expression(m) for m in masks], [expression(m) for m in out_masks]
 
 
 class LFSRBank(wiring.Component):

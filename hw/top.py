@@ -9,14 +9,16 @@ and image-valid.
 from amaranth.build import ResourceError
 from amaranth.hdl import Elaboratable, Module
 from amaranth.lib import io, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
+from firmware.frames import DEFAULT_BAUD, RX_BUFFER_BYTES
 from model.config import NSMConfig
 
 from .engine import NSMEngine
 from .host import HostInterface
 from .interfaces import TraceLayout
-from .uart import UARTReceiver, UARTTransmitter
+from .uart import UARTReceiver, UARTTransmitter, uart_divisor
 
 __all__ = ["NSMAccelerator", "NSMBoardTop"]
 
@@ -41,10 +43,13 @@ class NSMAccelerator(wiring.Component):
         m.submodules.uart_tx = tx = UARTTransmitter(self._divisor)
         m.d.comb += [rx.rx.eq(self.uart_rx), self.uart_tx.eq(tx.tx)]
 
-        # The protocol, driving the engine.
+        # The protocol, driving the engine. The receive buffer holds requests that arrive
+        # while an earlier one executes (streamed INFERs while the engine computes).
         m.submodules.host = host = HostInterface(self._config, self._divisor)
         m.submodules.engine = engine = NSMEngine(self._config)
-        wiring.connect(m, rx.data, host.rx)
+        m.submodules.rx_buffer = rx_buffer = SyncFIFOBuffered(width=8, depth=RX_BUFFER_BYTES)
+        wiring.connect(m, rx.data, rx_buffer.w_stream)
+        wiring.connect(m, rx_buffer.r_stream, host.rx)
         wiring.connect(m, host.tx, tx.data)
         wiring.connect(m, host.engine, engine)
 
@@ -62,12 +67,12 @@ class NSMBoardTop(Elaboratable):
     """The accelerator on a board with a UART resource; `baud` sets the divisor from the
     platform's default clock."""
 
-    def __init__(self, config: NSMConfig, baud: int = 115200):
+    def __init__(self, config: NSMConfig, baud: int = DEFAULT_BAUD):
         self.config = config
         self.baud = baud
 
     def baud_divisor(self, platform) -> int:
-        return round(platform.default_clk_frequency / self.baud)
+        return uart_divisor(platform.default_clk_frequency, self.baud)
 
     def elaborate(self, platform):
         m = Module()

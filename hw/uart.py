@@ -6,12 +6,41 @@ keeps simulations of the whole accelerator short.
 
 from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import stream, wiring
+from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["UARTReceiver", "UARTTransmitter"]
+__all__ = ["UARTReceiver", "UARTTransmitter", "MIN_BAUD_DIVISOR", "uart_divisor",
+           "baud_tolerance"]
 
 # The receiver samples each bit in its middle; it needs a few cycles per bit to find it.
 MIN_BAUD_DIVISOR = 4
+
+
+def baud_tolerance(divisor: int) -> float:
+    """Largest relative baud error of this side that the link tolerates.
+
+    The receiver samples the stop bit 9.5 bit times after the start edge, which it finds up to
+    2 cycles late (synchronizer and edge detection); the sample must stay inside the bit, so the
+    two ends together may drift 0.5 - 2/divisor bits over 9.5 bits; each end gets half.
+    """
+    return (0.5 - 2 / divisor) / 9.5 / 2
+
+
+def uart_divisor(clock_hz: float, baud: int) -> int:
+    """Clock cycles per bit for `baud` at `clock_hz`, refused (ValueError) when the divisor is
+    too small or its rounding error exceeds `baud_tolerance`."""
+    if baud <= 0:
+        raise ValueError(f"baud rate must be positive, got {baud}")
+    divisor = round(clock_hz / baud)
+    if divisor < MIN_BAUD_DIVISOR:
+        raise ValueError(f"{baud} baud at {clock_hz / 1e6:g} MHz is {clock_hz / baud:.2f} clocks "
+                         f"per bit, the UART needs at least {MIN_BAUD_DIVISOR}")
+    error = clock_hz / divisor / baud - 1
+    if abs(error) > baud_tolerance(divisor):
+        raise ValueError(f"{baud} baud at {clock_hz / 1e6:g} MHz: divisor {divisor} gives "
+                         f"{clock_hz / divisor:.0f} baud, {100 * error:+.2f} %, more than the "
+                         f"±{100 * baud_tolerance(divisor):.2f} % the UART tolerates")
+    return divisor
 
 
 def _check_divisor(baud_divisor: int) -> int:
@@ -38,9 +67,8 @@ class UARTReceiver(wiring.Component):
         div = self._divisor
 
         # Two flip-flops: the line is asynchronous to our clock.
-        sync_ff = Signal(2, init=0b11)
-        m.d.sync += sync_ff.eq(Cat(self.rx, sync_ff[0]))
-        line = sync_ff[1]
+        line = Signal(init=1)
+        m.submodules.sync = FFSynchronizer(self.rx, line, init=1)
 
         timer = Signal(range(div + div // 2 + 1))
         bit_index = Signal(range(9))

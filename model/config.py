@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import zlib
 from dataclasses import dataclass, field
 
@@ -92,8 +93,29 @@ class NSMConfig:
     name: str = field(default="", compare=False)
 
     def __post_init__(self):
-        object.__setattr__(self, "layer_sizes", tuple(int(n) for n in self.layer_sizes))
+        self._check_types()
         self._validate()
+
+    def _check_types(self):
+        """Integers must be integers (8.7 is not silently 8; 31.0 is not 31), names strings."""
+        def integer(value, field_name):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise ConfigError(f"{field_name}: must be an integer, got {value!r}")
+            return int(value)
+
+        sizes = self.layer_sizes
+        if isinstance(sizes, (str, bytes, dict)) or not hasattr(sizes, "__iter__"):
+            raise ConfigError(f"layer_sizes: must be a sequence of integers, got {sizes!r}")
+        object.__setattr__(self, "layer_sizes", tuple(
+            integer(n, f"layer_sizes[{i}]") for i, n in enumerate(sizes)))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "layer_sizes":
+                continue
+            if f.type in ("int", int):
+                object.__setattr__(self, f.name, integer(value, f.name))
+            elif not isinstance(value, str):
+                raise ConfigError(f"{f.name}: must be a string, got {value!r}")
 
     # -- validation -------------------------------------------------------------------------------
 
@@ -133,6 +155,10 @@ class NSMConfig:
             need(bits <= _MAX_DERIVED_BITS, name.replace("_bits", "") + " width",
                  f"derived {name}={bits} exceeds {_MAX_DERIVED_BITS} bits; reduce layer sizes, "
                  f"weight_bits, a_bits, bias_bits or samples")
+        # What the host protocol can carry in one frame (firmware/frames.py, stdlib only).
+        from firmware.frames import config_problems
+        for field_name, message in config_problems(self):
+            raise ConfigError(f"{field_name}: {message}")
 
     # -- shape ------------------------------------------------------------------------------------
 
@@ -308,10 +334,13 @@ class NSMConfig:
     def identity(self) -> int:
         """32-bit identity of the hardware configuration (CRC-32 of its canonical JSON).
 
-        The device reports it; a weight image carries it. `name` does not take part.
+        The device reports it; a weight image carries it. Only what shapes the hardware takes
+        part: not `name`, and not `seed` (the seeds travel in the image, so builds that differ
+        only in the default seed are the same hardware and load each other's images).
         """
         d = self.to_dict()
         d.pop("name")
+        d.pop("seed")
         return zlib.crc32(json.dumps(d, sort_keys=True).encode())
 
     def describe(self) -> str:

@@ -104,7 +104,7 @@ int main(int argc, char** argv) {
 
     Serializer ser;
     Deserializer des;
-    uint64_t cycles = 0, since_activity = 0, framing_errors = 0;
+    uint64_t cycles = 0, since_activity = 0, framing_errors = 0, last_line_activity = 0;
     bool eof = false;
     timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -147,7 +147,10 @@ int main(int argc, char** argv) {
         top->uart_rx = ser.step();
         tick();
         int got = des.step(top->uart_tx);
-        if (ser.active() || des.active()) since_activity = 0;
+        // Busy counts as activity: the answer an inference ends with follows a few cycles
+        // after busy falls, and the harness must still be clocking then.
+        if (ser.active() || des.active() || top->busy) since_activity = 0;
+        if (ser.active() || des.active()) last_line_activity = cycles;
         else since_activity++;
         if (got >= 0) {
             uint8_t byte = (uint8_t)got;
@@ -160,7 +163,8 @@ int main(int argc, char** argv) {
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double secs = (t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec);
     top->final();
-    fprintf(stderr, "nsm_harness: %llu cycles simulated in %.3f s, %llu framing errors\n",
-            (unsigned long long)cycles, secs, (unsigned long long)framing_errors);
+    fprintf(stderr, "nsm_harness: %llu cycles simulated in %.3f s, %llu framing errors, "
+            "last UART activity at cycle %llu\n", (unsigned long long)cycles, secs,
+            (unsigned long long)framing_errors, (unsigned long long)last_line_activity);
     return 0;
 }

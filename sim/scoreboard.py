@@ -7,13 +7,13 @@ naming the image, sample, layer, group, neuron and the seed that replays the run
 
 from __future__ import annotations
 
-import struct
 from collections import Counter
 
 import numpy as np
 from amaranth.hdl import Shape
 from amaranth.lib import data
 
+from firmware import frames
 from hw.interfaces import ResultLayout, TraceLayout
 from model.config import NSMConfig
 
@@ -56,37 +56,19 @@ def decode_result(config: NSMConfig, value: int) -> dict:
 
 
 def parse_result_payload(config: NSMConfig, payload: bytes) -> dict:
-    """READ_RESULT payload: class u8, per class score (signed, ceil(score_bits/8) bytes LE) and
-    votes u16, then the inference's cycles u32 (hw/protocol.py)."""
-    score_bytes = -(-config.score_bits // 8)
-    n = config.n_classes
-    expected_len = 1 + n * (score_bytes + 2) + 4
-    if len(payload) != expected_len:
-        raise Mismatch(f"READ_RESULT payload has {len(payload)} bytes, expected {expected_len}")
-    cls = payload[0]
-    scores, votes = [], []
-    pos = 1
-    for _ in range(n):
-        scores.append(int.from_bytes(payload[pos:pos + score_bytes], "little", signed=True))
-        pos += score_bytes
-        votes.append(struct.unpack_from("<H", payload, pos)[0])
-        pos += 2
-    cycles = struct.unpack_from("<I", payload, pos)[0]
-    return {"cls": cls, "scores": scores, "votes": votes, "cycles": cycles}
+    """READ_RESULT payload (firmware/frames.py) as a dict; a malformed one is a Mismatch."""
+    try:
+        r = frames.decode_result(config.n_classes, frames.score_bytes(config), payload)
+    except frames.FrameError as e:
+        raise Mismatch(str(e)) from None
+    return {"cls": r.cls, "scores": list(r.scores), "votes": list(r.votes), "cycles": r.cycles}
 
 
 # -- inputs ----------------------------------------------------------------------------------------
 
 def input_payload(config: NSMConfig, bits) -> bytes:
-    """WRITE_INPUT payload / input_wr bytes: bit j of the input is bit j % 8 of byte j // 8."""
-    bits = np.asarray(bits).reshape(-1)
-    if bits.shape[0] != config.n_inputs:
-        raise ValueError(f"input: {bits.shape[0]} bits, configuration has {config.n_inputs}")
-    out = bytearray(-(-config.n_inputs // 8))
-    for j, b in enumerate(bits):
-        if b > 0:
-            out[j // 8] |= 1 << (j % 8)
-    return bytes(out)
+    """WRITE_INPUT payload / input_wr bytes of {0, 1} input bits (1 is +1)."""
+    return frames.pack_input(_as_states(bits), config.n_inputs)
 
 
 def random_inputs(config: NSMConfig, n_images: int, rng: np.random.Generator) -> np.ndarray:

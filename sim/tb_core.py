@@ -17,13 +17,15 @@ import cocotb
 import numpy as np
 from cocotb.triggers import FallingEdge
 
-from hw.protocol import (MAX_PAYLOAD, PROTOCOL_VERSION, SYNC_REQUEST, FRAME_TIMEOUT_BITS,
-                         Opcode, Status)
+from firmware import frames
+from firmware.frames import (FRAME_TIMEOUT_BITS, MAX_PAYLOAD, SYNC_REQUEST, Opcode, Status,
+                             encode_request)
+from firmware.image import write_image
+from firmware.image_format import CRC_BYTES, header_length, image_crc, word_bytes
 
-from .image_pack import pack_image
 from .scoreboard import Scoreboard, input_payload, parse_result_payload
 from .tb_common import Stopwatch, TraceMonitor, load_setup, reset, write_report
-from .uart_bfm import FrameError, Response, UartBfm, request_frame
+from .uart_bfm import FrameError, Response, UartBfm
 from .verilator import CLOCK_PERIOD_NS
 
 # Bit times a response may take to start: generous, far below the frame timeout.
@@ -33,12 +35,20 @@ TIMEOUT_WAIT_BITS = FRAME_TIMEOUT_BITS + 256
 
 
 def image_of(params) -> bytes:
-    """The firmware engineer's writer where it exists (cross-checked in tests), else ours."""
-    try:
-        from firmware.image import write_image
-    except ImportError:
-        return pack_image(params)
     return write_image(params)
+
+
+def request_frame(opcode, payload: bytes = b"", *, crc_xor: int = 0) -> bytes:
+    """A request frame; `crc_xor` != 0 damages its checksum (for bad-input cases)."""
+    frame = bytearray(encode_request(opcode, payload))
+    frame[-1] ^= crc_xor
+    return bytes(frame)
+
+
+def recrc(image: bytearray) -> bytes:
+    """The image with its CRC-32 trailer recomputed: intact, whatever its contents."""
+    image[-CRC_BYTES:] = image_crc(bytes(image[:-CRC_BYTES])).to_bytes(CRC_BYTES, "little")
+    return bytes(image)
 
 
 async def start_device(dut, setup):
@@ -61,9 +71,7 @@ async def expect(bfm: UartBfm, frame: bytes, status: Status, what: str) -> Respo
 
 async def identify(bfm, config):
     resp = await expect(bfm, request_frame(Opcode.IDENTIFY), Status.OK, "IDENTIFY")
-    expected = struct.pack("<IBB", config.identity, PROTOCOL_VERSION, len(config.layer_sizes))
-    expected += b"".join(struct.pack("<H", n) for n in config.layer_sizes)
-    expected += struct.pack("<HH", config.lanes, config.samples)
+    expected = frames.encode_identify(config)
     assert resp.payload == expected, \
         f"IDENTIFY payload {resp.payload.hex()}, expected {expected.hex()}"
 
@@ -78,8 +86,8 @@ async def load_image(bfm, image: bytes, chunk: int = MAX_PAYLOAD):
 
 async def read_status(bfm) -> tuple[int, int, int, int]:
     resp = await expect(bfm, request_frame(Opcode.READ_STATUS), Status.OK, "READ_STATUS")
-    assert len(resp.payload) == 7, f"READ_STATUS payload {resp.payload.hex()}"
-    return struct.unpack("<BBBI", resp.payload)
+    st = frames.decode_status(resp.payload)
+    return st.state, int(st.image_valid), st.last_error, st.inferences
 
 
 async def infer(dut, bfm, config, bits) -> dict:
@@ -277,6 +285,18 @@ async def bad_input(dut):
     crc = bytearray(good)
     crc[-1] ^= 0x01
     bad_images.append(("wrong image CRC", bytes(crc), Status.IMAGE_CRC))
+    # Intact images (CRC recomputed) with values the hardware cannot use.
+    seeds_at = len(good) - CRC_BYTES - cfg.n_generators * word_bytes(cfg.lfsr_width)
+    zero_seed = bytearray(good)
+    zero_seed[seeds_at:seeds_at + word_bytes(cfg.lfsr_width)] = bytes(word_bytes(cfg.lfsr_width))
+    bad_images.append(("zero LFSR seed", recrc(zero_seed), Status.IMAGE_CONTENT))
+    w_min = bytearray(good)
+    first = header_length(cfg)
+    word = int.from_bytes(w_min[first:first + 2], "little")
+    w = cfg.weight_bits
+    word = word & ~((1 << w) - 1) | (1 << (w - 1))        # lane 0 of word 0: -2^(w-1)
+    w_min[first:first + 2] = word.to_bytes(2, "little")
+    bad_images.append(("weight -2^(w-1)", recrc(w_min), Status.IMAGE_CONTENT))
     for what, data, error in bad_images:
         cases.append(f"image: {what}")
         await load_image(bfm, good)
@@ -306,22 +326,6 @@ async def bad_input(dut):
     await load_image(bfm, good)
     await expect(bfm, request_frame(Opcode.START), Status.NO_INPUT, "START without input")
 
-    # Busy: commands during an inference.
-    cases.append("commands while busy")
-    await expect(bfm, request_frame(Opcode.WRITE_INPUT, input_payload(cfg, bits)), Status.OK,
-                 "WRITE_INPUT")
-    await expect(bfm, request_frame(Opcode.START), Status.OK, "START")
-    if int(dut.busy.value):
-        await bfm.send(request_frame(Opcode.START))
-        resp = await bfm.recv_response(RESPONSE_BITS)
-        assert resp.status in (Status.BUSY.value, Status.OK.value), \
-            f"START while running answered {resp.status_name}"
-        if resp.status == Status.BUSY.value:
-            dut._log.info("START while busy: BUSY")
-    if int(dut.busy.value):
-        await FallingEdge(dut.busy)
-    await drain(bfm, 64)
-
     # And the device still computes exactly what the golden model does, from fresh seeds.
     cases.append("good inference after all of the above")
     await load_image(bfm, good)
@@ -334,3 +338,42 @@ async def bad_input(dut):
     scoreboard.result(0, result["cls"], result["scores"], result["votes"])
     dut._log.info("PASS bad-input cases (%d): %s", len(cases), "; ".join(cases))
     write_report({"bad_input_cases": cases})
+
+
+# -- busy: commands that would change what the engine reads ---------------------------------------
+
+@cocotb.test()
+async def busy_refusals(dut):
+    """While an inference really runs (dut.busy checked before every command), WRITE_INPUT,
+    IMAGE_BEGIN/DATA/END, START, INFER and READ_RESULT answer exactly BUSY; afterwards the
+    image is still valid and the result equals the golden model's for the input written
+    before START (nothing it reads was overwritten). Needs an inference longer than these
+    commands take on the line (the digits configuration: ~147k cycles)."""
+    setup = load_setup()
+    cfg = setup.config
+    bfm = await start_device(dut, setup)
+    good = image_of(setup.params)
+    await load_image(bfm, good)
+    bits = setup.inputs[0]
+    other = input_payload(cfg, 1 - np.asarray(bits))
+    await expect(bfm, request_frame(Opcode.WRITE_INPUT, input_payload(cfg, bits)), Status.OK,
+                 "WRITE_INPUT")
+    await expect(bfm, request_frame(Opcode.START), Status.OK, "START")
+    refused = []
+    for opcode, payload in ((Opcode.WRITE_INPUT, other), (Opcode.IMAGE_BEGIN, b""),
+                            (Opcode.IMAGE_DATA, good[:64]), (Opcode.IMAGE_END, b""),
+                            (Opcode.START, b""), (Opcode.INFER, other),
+                            (Opcode.READ_RESULT, b"")):
+        assert int(dut.busy.value), f"the inference ended before {opcode.name} was sent"
+        await expect(bfm, request_frame(opcode, payload), Status.BUSY, f"{opcode.name} while busy")
+        refused.append(opcode.name)
+    assert int(dut.busy.value), "the inference ended while the last refusal was sent"
+    _, valid, _, _ = await read_status(bfm)
+    assert valid == 1, "a refused IMAGE_* invalidated the image"
+    await FallingEdge(dut.busy)
+    resp = await expect(bfm, request_frame(Opcode.READ_RESULT), Status.OK, "READ_RESULT")
+    result = parse_result_payload(cfg, resp.payload)
+    scoreboard = Scoreboard(setup.params, setup.inputs[:1], seed=setup.seed, label="busy")
+    scoreboard.result(0, result["cls"], result["scores"], result["votes"])
+    dut._log.info("PASS refused while busy: %s", ", ".join(refused))
+    write_report({"busy_refused": refused})

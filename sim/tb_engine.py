@@ -11,9 +11,9 @@ from __future__ import annotations
 import cocotb
 from cocotb.triggers import FallingEdge, RisingEdge
 
-from hw.interfaces import image_sections
+from firmware.image import write_image
+from firmware.image_format import image_body, section_words
 
-from .image_pack import section_words
 from .scoreboard import Scoreboard, decode_result, input_payload
 from .tb_common import Stopwatch, TraceMonitor, load_setup, reset, write_report
 
@@ -47,8 +47,9 @@ async def engine_matches_golden(dut):
     dut._log.info("seed %d, %s, %d images", setup.seed, cfg.describe(), len(setup.inputs))
     idle_inputs(dut)
     await reset(dut)
-    for name, words, bits in image_sections(cfg):
-        await write_words(dut, WRITE_PORTS[name], list(section_words(setup.params, name)))
+    words = section_words(cfg, image_body(cfg, write_image(setup.params)))
+    for name, port_name in WRITE_PORTS.items():
+        await write_words(dut, port_name, words[name])
 
     scoreboard = Scoreboard(setup.params, setup.inputs, seed=setup.seed, label="NSMEngine")
     monitor = TraceMonitor(dut, cfg, scoreboard)

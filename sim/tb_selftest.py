@@ -50,8 +50,8 @@ async def tick_events_every_period(dut):
 
 @cocotb.test()
 async def uart_bfm_round_trip(dut):
-    from hw.protocol import FRAME_CRC, SYNC_RESPONSE, Opcode
-    from sim.uart_bfm import UartBfm, request_frame
+    from firmware.frames import Opcode, encode_request, encode_response
+    from sim.uart_bfm import UartBfm
 
     baud = int(os.environ["UART_BAUD"])
     dut.uart_rx.value = 1
@@ -63,9 +63,8 @@ async def uart_bfm_round_trip(dut):
     assert got == data, f"echo {got.hex()} != {data.hex()}"
     assert await bfm.recv_byte(40) is None, "a byte out of silence"
     # A response frame sent into the loop comes back and parses.
-    body = bytes([0x07, 3, 0]) + b"abc"
-    await bfm.send(bytes([SYNC_RESPONSE]) + body + bytes([FRAME_CRC.compute(body)]))
+    await bfm.send(encode_response(0x07, b"abc"))
     resp = await bfm.recv_response(40)
     assert (resp.status, resp.payload) == (0x07, b"abc")
-    assert request_frame(Opcode.IDENTIFY)[:4] == bytes([0x5A, 0x01, 0, 0])
+    assert encode_request(Opcode.IDENTIFY)[:4] == bytes([0x5A, 0x01, 0, 0])
     assert bfm.framing_errors == 0

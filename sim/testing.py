@@ -34,8 +34,9 @@ def have(module: str) -> bool:
 
 
 def need(module: str, why: str):
+    """An in-repo module the test depends on: its absence is a failure, never a skip."""
     if not have(module):
-        pytest.skip(f"{module} not there yet: {why}")
+        pytest.fail(f"{module} is missing: {why}")
 
 
 @functools.lru_cache(maxsize=None)

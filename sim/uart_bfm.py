@@ -1,93 +1,17 @@
-"""UART bus-functional model and frame codec for the accelerator's host protocol.
+"""UART bus-functional model of the accelerator's host link, for cocotb.
 
-Frames (hw/protocol.py):
-    request:  SYNC_REQUEST, opcode, length (u16 LE), payload, crc8
-    response: SYNC_RESPONSE, status, length (u16 LE), payload, crc8
-
-The codec (`request_frame`, `ResponseParser`) is plain Python, shared by the cocotb BFM and the
-harness tests. `UartBfm` drives `uart_rx` and watches `uart_tx` of a cocotb DUT with Timers of
-whole bit periods and edges of `uart_tx` only: Python never runs on a clock edge.
+Frames are encoded and decoded by the protocol's one module, `firmware/frames.py`
+(`encode_request`, `ResponseParser`); they are re-exported here for the benches. `UartBfm`
+drives `uart_rx` and watches `uart_tx` of a cocotb DUT with Timers of whole bit periods and
+edges of `uart_tx` only: Python never runs on a clock edge.
 """
 
 from __future__ import annotations
 
-import struct
-from dataclasses import dataclass
+from firmware.frames import FrameError, Response, ResponseParser, encode_request, parse_responses
 
-from hw.protocol import FRAME_CRC, SYNC_REQUEST, SYNC_RESPONSE, Opcode, Status
-
-__all__ = ["request_frame", "Response", "ResponseParser", "parse_responses", "FrameError",
+__all__ = ["encode_request", "Response", "ResponseParser", "parse_responses", "FrameError",
            "UartBfm"]
-
-
-class FrameError(ValueError):
-    """Bytes from the device that are not a well-formed response frame."""
-
-
-def _opcode_value(opcode) -> int:
-    return opcode.value if isinstance(opcode, Opcode) else int(opcode)
-
-
-def request_frame(opcode, payload: bytes = b"", *, crc_xor: int = 0) -> bytes:
-    """One request frame; `crc_xor` != 0 corrupts the checksum (for bad-input tests)."""
-    body = bytes([_opcode_value(opcode)]) + struct.pack("<H", len(payload)) + bytes(payload)
-    return bytes([SYNC_REQUEST]) + body + bytes([FRAME_CRC.compute(body) ^ crc_xor])
-
-
-@dataclass(frozen=True)
-class Response:
-    status: int
-    payload: bytes
-
-    @property
-    def status_name(self) -> str:
-        try:
-            return Status(self.status).name
-        except ValueError:
-            return f"0x{self.status:02x}"
-
-    def expect(self, status: Status = Status.OK) -> bytes:
-        if self.status != status.value:
-            raise FrameError(f"expected status {status.name}, got {self.status_name} "
-                             f"(payload {self.payload.hex()})")
-        return self.payload
-
-
-class ResponseParser:
-    """Incremental parser: feed bytes, take complete `Response`s; bad frames raise."""
-
-    def __init__(self):
-        self.buffer = bytearray()
-
-    def feed(self, data: bytes) -> list[Response]:
-        self.buffer += data
-        out = []
-        while self.buffer:
-            if self.buffer[0] != SYNC_RESPONSE:
-                raise FrameError(f"byte 0x{self.buffer[0]:02x} where a response sync "
-                                 f"(0x{SYNC_RESPONSE:02x}) was expected")
-            if len(self.buffer) < 4:
-                break
-            length = struct.unpack_from("<H", self.buffer, 2)[0]
-            end = 4 + length + 1
-            if len(self.buffer) < end:
-                break
-            body = bytes(self.buffer[1:end - 1])
-            if FRAME_CRC.compute(body) != self.buffer[end - 1]:
-                raise FrameError(f"response checksum 0x{self.buffer[end - 1]:02x}, "
-                                 f"computed 0x{FRAME_CRC.compute(body):02x}")
-            out.append(Response(body[0], body[3:]))
-            del self.buffer[:end]
-        return out
-
-
-def parse_responses(data: bytes) -> list[Response]:
-    """All responses in `data`, which must end on a frame boundary."""
-    p = ResponseParser()
-    out = p.feed(data)
-    if p.buffer:
-        raise FrameError(f"{len(p.buffer)} bytes of an unfinished response frame")
-    return out
 
 
 class UartBfm:
@@ -173,5 +97,5 @@ class UartBfm:
 
     async def transact(self, opcode, payload: bytes = b"", timeout_bits: int = 4096,
                        ) -> Response:
-        await self.send(request_frame(opcode, payload))
+        await self.send(encode_request(opcode, payload))
         return await self.recv_response(timeout_bits)

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
+from firmware.frames import MAX_PAYLOAD, DeviceState, Opcode, Status, crc8
 from firmware.image import ImageError, image_crc, write_image
-from hw.protocol import FRAME_CRC, MAX_PAYLOAD, DeviceState, Opcode, Status
+from firmware.image_format import CRC_BYTES, header_length
 from model.config import NSMConfig
 from model.params import QuantizedNSM
 from tools.client import (Device, DeviceError, ProtocolError, encode_request, pack_input)
@@ -27,7 +28,7 @@ def device():
 def test_encode_request():
     frame = encode_request(Opcode.IMAGE_DATA, b"\x01\x02")
     assert frame[:4] == bytes([0x5A, 0x03, 2, 0]) and frame[4:6] == b"\x01\x02"
-    assert frame[6] == FRAME_CRC.compute(frame[1:6])
+    assert frame[6] == crc8(frame[1:6])
     with pytest.raises(ValueError, match=f"payload of {MAX_PAYLOAD + 1} bytes exceeds "):
         encode_request(Opcode.IMAGE_DATA, bytes(MAX_PAYLOAD + 1))
 
@@ -113,6 +114,33 @@ def test_forced_bad_image_refused_by_device(device, damage, status):
     assert not device.status().image_valid
 
 
+def _bad_contents(what: str) -> bytes:
+    """An intact image (CRC-32 right) holding a value the hardware cannot use."""
+    image = bytearray(write_image(_params()))
+    if what == "zero-seed":
+        seeds = len(image) - CRC_BYTES - 4 * CONFIG.n_generators
+        image[seeds:seeds + 4] = bytes(4)
+    else:   # weight 0 of lane 0 = -128, outside the symmetric 8-bit range
+        image[header_length(CONFIG)] = 0x80
+    image[-CRC_BYTES:] = image_crc(bytes(image[:-CRC_BYTES])).to_bytes(CRC_BYTES, "little")
+    return bytes(image)
+
+
+@pytest.mark.parametrize("what, message", [
+    ("zero-seed", r"seeds: 0 is not a non-zero 31-bit value"),
+    ("weight-min", r"weights\[0\]: values outside \[-127, 127\]")])
+def test_contents_checked_by_the_host_and_by_the_device(device, what, message):
+    image = _bad_contents(what)
+    with pytest.raises(ImageError, match=f"^refusing to load: image holds invalid parameters: "
+                                         f"{message}"):
+        device.load_image(image, progress=False, config=CONFIG)
+    assert device.status().last_error == Status.OK   # nothing was sent
+    with pytest.raises(DeviceError, match="^IMAGE_DATA: IMAGE_CONTENT: ") as e:
+        device.load_image(image, progress=False, force=True)
+    assert e.value.status == Status.IMAGE_CONTENT
+    assert not device.status().image_valid
+
+
 def test_device_timeout_names_what_was_awaited():
     class Silent(Transport):
         def write(self, data):
@@ -134,7 +162,8 @@ def test_damaged_response_detected():
                 data[0] ^= 0xFF
             return bytes(data)
 
-    with pytest.raises(ProtocolError, match="^IDENTIFY: response CRC-8 mismatch"):
+    with pytest.raises(ProtocolError, match="^IDENTIFY: response checksum 0x[0-9a-f]{2}, "
+                                            "computed 0x"):
         Device(Garbling(CONFIG)).identify()
 
 
@@ -321,3 +350,31 @@ def test_vote_entropy(votes, bits):
 
     assert vote_entropy(votes) == bits
     assert str(vote_entropy(votes)) == str(bits)   # no "-0.0"
+
+
+def test_infer_stream_equals_one_by_one_inference():
+    """INFER with requests in flight gives, input for input, the class and votes of
+    WRITE_INPUT/START/READ_RESULT (the LFSR states carry on the same way)."""
+    from firmware import frames
+
+    params = _params()
+    inputs = np.random.default_rng(SEED).choice(np.array([-1, 1]), size=(7, CONFIG.n_inputs))
+    one = Device(ModelTransport(CONFIG))
+    one.load_image(write_image(params), progress=False)
+    want = [one.infer(x) for x in inputs]
+    limit = frames.stream_window(CONFIG.n_inputs)
+    for window in (1, 2, limit):
+        dev = Device(ModelTransport(CONFIG))
+        dev.load_image(write_image(params), progress=False)
+        got = list(dev.infer_stream(inputs, window=window))
+        assert [(g.cls, g.votes) for g in got] == [(w.cls, w.votes) for w in want], window
+        assert dev.status().inferences == len(inputs)
+    with pytest.raises(ValueError, match=f"^window must be in 1..{limit} "):
+        list(dev.infer_stream(inputs, window=limit + 1))
+
+
+def test_infer_stream_without_image_raises_and_leaves_the_link_clean(device):
+    with pytest.raises(DeviceError, match="^INFER: NO_IMAGE: ") as e:
+        list(device.infer_stream(np.ones((3, CONFIG.n_inputs), np.int64), window=3))
+    assert e.value.status == Status.NO_IMAGE
+    assert device.identify().identity == CONFIG.identity    # no answer left unread

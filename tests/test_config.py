@@ -82,3 +82,87 @@ def test_bad_parameters_refused(change, message):
         else:
             p.replace(seeds=(0,) + p.seeds[1:])
     assert str(e.value) == message
+
+
+# -- field types, limits of the device and the host, identity ------------------------------------
+
+BAD_TYPES = [
+    (dict(OK, lanes=2.5), "lanes: must be an integer, got 2.5"),
+    (dict(OK, lanes="4"), "lanes: must be an integer, got '4'"),
+    (dict(OK, lfsr_width=31.0), "lfsr_width: must be an integer, got 31.0"),
+    (dict(OK, samples=True), "samples: must be an integer, got True"),
+    (dict(layer_sizes=(6, 8.7, 3)), "layer_sizes[1]: must be an integer, got 8.7"),
+    (dict(layer_sizes="6,5,3"), "layer_sizes: must be a sequence of integers, got '6,5,3'"),
+    (dict(OK, noise=1), "noise: must be a string, got 1"),
+]
+
+
+@pytest.mark.parametrize("fields, message", BAD_TYPES,
+                         ids=[m.split(":")[0] + f"-{i}" for i, (_, m) in enumerate(BAD_TYPES)])
+def test_field_types_checked(fields, message):
+    with pytest.raises(ConfigError) as e:
+        NSMConfig(**fields)
+    assert str(e.value) == message
+
+
+def test_numpy_integers_are_integers():
+    cfg = NSMConfig(layer_sizes=np.array([6, 5, 3]), lanes=np.int64(2))
+    assert cfg == NSMConfig(layer_sizes=(6, 5, 3), lanes=2)
+    assert type(cfg.lanes) is int and all(type(n) is int for n in cfg.layer_sizes)
+
+
+LIMITS = [
+    (dict(layer_sizes=(2049, 5, 3)),
+     "layer_sizes: 2049 inputs need a WRITE_INPUT payload of 257 bytes, a frame holds 256 "
+     "(at most 2048 inputs)"),
+    (dict(layer_sizes=(6,) + (2,) * 121 + (3,)),
+     "layer_sizes: 123 layer sizes need an IDENTIFY payload of 257 bytes, a frame holds 256"),
+    (dict(layer_sizes=(6, 5, 51)),
+     "layer_sizes: 51 classes need a READ_RESULT payload of 260 bytes, a frame holds 256"),
+]
+
+
+@pytest.mark.parametrize("fields, message", LIMITS, ids=["inputs", "layers", "classes"])
+def test_configurations_the_protocol_cannot_carry_are_refused(fields, message):
+    with pytest.raises(ConfigError) as e:
+        NSMConfig(**fields)
+    assert str(e.value) == message
+
+
+def test_largest_configurations_the_protocol_carries_are_accepted():
+    """The limits are exact: one less and the payloads fit in one frame."""
+    from firmware import frames
+
+    for fields in (dict(layer_sizes=(2048, 5, 3)), dict(layer_sizes=(6,) + (2,) * 120 + (3,)),
+                   dict(layer_sizes=(6, 5, 50))):
+        cfg = NSMConfig(**fields)
+        assert frames.result_length(cfg) <= frames.MAX_PAYLOAD
+        assert frames.input_length(cfg.n_inputs) <= frames.MAX_PAYLOAD
+        assert len(frames.encode_identify(cfg)) <= frames.MAX_PAYLOAD
+
+
+def test_identity_ignores_the_default_seed_and_the_name():
+    base = NSMConfig(**OK)
+    assert NSMConfig(**OK, seed=99, name="other").identity == base.identity
+    assert NSMConfig(**OK, samples=17).identity != base.identity
+
+
+def test_wide_lfsr_with_many_steps_per_clock_is_flat_xors():
+    """A 3-bit LFSR at 144 steps per clock (accepted by NSMConfig) must give XOR networks
+    that stay small: each bit of the unrolled steps is one XOR of at most 3 state bits."""
+    from hw.lfsr import lfsr_unrolled
+
+    class Node:
+        """An expression that knows its size (the number of XORs in its tree)."""
+        def __init__(self, size=0):
+            self.size = size
+
+        def __xor__(self, other):
+            return Node(self.size + other.size + 1)
+
+    cfg = NSMConfig(layer_sizes=(6, 72, 3), lanes=72, p_bits=2, p_keep=1, lfsr_width=3,
+                    lfsr_layout="wide")
+    assert cfg.steps_per_cycle == 144
+    state, out = lfsr_unrolled([Node() for _ in range(3)], cfg.lfsr_taps, cfg.steps_per_cycle)
+    assert len(out) == 144
+    assert max(n.size for n in state + out) <= 2

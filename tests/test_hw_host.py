@@ -15,22 +15,24 @@ from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
 from amaranth.sim import Simulator
 
-from firmware.image import write_image
-from hw.host import HostInterface, identify_payload, image_length
-from hw.interfaces import EngineSignature, image_sections
-from hw.protocol import (FRAME_CRC, MAX_PAYLOAD, PROTOCOL_VERSION, SYNC_REQUEST, SYNC_RESPONSE,
-                         DeviceState, Opcode, Status, frame_timeout_cycles)
+from firmware import frames
+from firmware.frames import (MAX_PAYLOAD, SYNC_REQUEST, SYNC_RESPONSE, DeviceState, Opcode, Status,
+                             encode_request, frame_timeout_cycles)
+from firmware.image import ImageError, read_image, write_image
+from firmware.image_format import (CRC_BYTES, FIELD_OFFSETS, HEADER_BYTES, header_length,
+                                   image_crc, image_length, image_sections, word_bytes)
+from hw.host import HostInterface
+from hw.interfaces import EngineSignature
 from model.config import NSMConfig
 from model.params import QuantizedNSM
 
 SEED = 20261122
 BAUD_DIVISOR = 4
-RUN_CYCLES = 60
+RUN_CYCLES = 400
 # Small and odd on purpose: words of 15, 21 and 27 bits, groups that do not fill the lanes.
 CONFIG = NSMConfig(layer_sizes=(10, 5, 3), lanes=3, weight_bits=5, a_bits=7, a_frac=3,
                    bias_bits=9, lfsr_width=7, samples=4, name="host-test")
-INPUT_BYTES = -(-CONFIG.n_inputs // 8)
-SCORE_BYTES = -(-CONFIG.score_bits // 8)
+INPUT_BYTES = frames.input_length(CONFIG.n_inputs)
 
 
 class FakeEngine(wiring.Component):
@@ -67,17 +69,14 @@ class FakeEngine(wiring.Component):
 
 
 def expected_result(first_input: int, runs: int) -> bytes:
-    out = bytes([first_input % CONFIG.n_classes])
-    for c in range(CONFIG.n_classes):
-        out += (first_input * (c + 1) - 300).to_bytes(SCORE_BYTES, "little", signed=True)
-        out += struct.pack("<H", (first_input + c) % (CONFIG.samples + 1))
-    return out + struct.pack("<I", 0xC0DE0000 | runs)
+    n = CONFIG.n_classes
+    return frames.encode_result(n, frames.score_bytes(CONFIG), frames.InferenceResult(
+        first_input % n, tuple(first_input * (c + 1) - 300 for c in range(n)),
+        tuple((first_input + c) % (CONFIG.samples + 1) for c in range(n)),
+        0xC0DE0000 | runs))
 
 
-def request(opcode, payload=b"") -> bytes:
-    body = bytes([opcode.value if isinstance(opcode, Opcode) else opcode])
-    body += struct.pack("<H", len(payload)) + bytes(payload)
-    return bytes([SYNC_REQUEST]) + body + bytes([FRAME_CRC.compute(body)])
+request = encode_request
 
 
 class Bench:
@@ -132,16 +131,12 @@ class Bench:
 
     def _frame(self):
         buf = self.tx_bytes
-        if len(buf) < 5:
+        if len(buf) < frames.HEAD_BYTES or len(buf) < frames.response_length(buf[:4]):
             return None
-        assert buf[0] == SYNC_RESPONSE, f"response starts with {buf[0]:#04x}"
-        length = buf[2] | buf[3] << 8
-        if len(buf) < 5 + length:
-            return None
-        body, crc = bytes(buf[1:4 + length]), buf[4 + length]
-        assert crc == FRAME_CRC.compute(body), "response CRC"
-        del buf[:5 + length]
-        return Status(body[0]), body[3:]
+        end = frames.response_length(buf[:4])
+        response = frames.decode_response(buf[:end])
+        del buf[:end]
+        return Status(response.status), response.payload
 
     async def command(self, opcode, payload=b""):
         await self.send(request(opcode, payload))
@@ -152,11 +147,16 @@ class Bench:
             await self.step()
 
     async def load_image(self, image: bytes, chunk=7):
+        """IMAGE_BEGIN, IMAGE_DATA frames, IMAGE_END up to the first error; `frames_sent`
+        counts the frames sent."""
+        self.frames_sent = 1
         assert await self.command(Opcode.IMAGE_BEGIN) == (Status.OK, b"")
         for i in range(0, len(image), chunk):
+            self.frames_sent += 1
             status, _ = await self.command(Opcode.IMAGE_DATA, image[i:i + chunk])
             if status != Status.OK:
                 return status
+        self.frames_sent += 1
         status, _ = await self.command(Opcode.IMAGE_END)
         return status
 
@@ -212,13 +212,11 @@ def packed_sections(params: QuantizedNSM) -> dict:
 
 
 def identify_expected() -> bytes:
-    sizes = b"".join(struct.pack("<H", n) for n in CONFIG.layer_sizes)
-    return (struct.pack("<IBB", CONFIG.identity, PROTOCOL_VERSION, len(CONFIG.layer_sizes))
-            + sizes + struct.pack("<HH", CONFIG.lanes, CONFIG.samples))
+    return frames.encode_identify(CONFIG)
 
 
 def status_expected(state, image_valid, last_error, inferences) -> bytes:
-    return bytes([state.value, image_valid, last_error.value]) + struct.pack("<I", inferences)
+    return frames.encode_status(state, image_valid, last_error, inferences)
 
 
 # -- opcodes ------------------------------------------------------------------------------------
@@ -226,8 +224,11 @@ def status_expected(state, image_valid, last_error, inferences) -> bytes:
 def test_identify_reports_config_identity_version_sizes_lanes_and_k():
     async def scenario(b):
         assert await b.command(Opcode.IDENTIFY) == (Status.OK, identify_expected())
-    run(scenario)
-    assert identify_payload(CONFIG) == identify_expected()
+    bench = run(scenario)
+    decoded = frames.decode_identify(identify_expected())
+    assert (decoded.identity, decoded.layer_sizes, decoded.lanes, decoded.samples,
+            decoded.score_bytes) == (CONFIG.identity, CONFIG.layer_sizes, CONFIG.lanes,
+                                     CONFIG.samples, frames.score_bytes(CONFIG))
 
 
 def test_read_status_after_reset():
@@ -272,8 +273,12 @@ def test_input_start_busy_result_and_inference_count():
         assert await b.command(Opcode.READ_RESULT) == (Status.BUSY, b"")
         assert await b.command(Opcode.READ_STATUS) == (
             Status.OK, status_expected(DeviceState.RUNNING, 1, Status.BUSY, 1))
-        assert await b.command(Opcode.IMAGE_BEGIN) == (Status.BUSY, b"")
-        assert await b.command(Opcode.START) == (Status.BUSY, b"")
+        for opcode, payload in ((Opcode.WRITE_INPUT, bytes([0x55, 0x01])),
+                                (Opcode.IMAGE_BEGIN, b""), (Opcode.IMAGE_DATA, image[:7]),
+                                (Opcode.IMAGE_END, b""), (Opcode.START, b"")):
+            assert await b.command(opcode, payload) == (Status.BUSY, b""), opcode.name
+        assert await b.command(Opcode.READ_STATUS) == (
+            Status.OK, status_expected(DeviceState.RUNNING, 1, Status.BUSY, 1))
         await b.idle(RUN_CYCLES)
         assert await b.command(Opcode.READ_RESULT) == (Status.OK, expected_result(0x9B, 1))
         assert await b.command(Opcode.WRITE_INPUT, bytes([0x41, 0x00])) == (Status.OK, b"")
@@ -325,7 +330,7 @@ def test_bad_crc_is_refused_and_nothing_is_executed():
     run(scenario)
 
 
-@pytest.mark.parametrize("opcode", [0x00, 0x09, 0x7F, 0xFF], ids=lambda o: f"op{o:02x}")
+@pytest.mark.parametrize("opcode", [0x00, 0x0A, 0x7F, 0xFF], ids=lambda o: f"op{o:02x}")
 def test_unknown_opcode(opcode):
     async def scenario(b):
         assert await b.command(opcode, b"\x01\x02") == (Status.UNKNOWN_OPCODE, b"")
@@ -394,44 +399,106 @@ def test_garbage_before_sync_is_skipped():
 # -- refused images -------------------------------------------------------------------------------
 
 def _damaged(name):
-    image = bytearray(write_image(random_params()))
+    """A damaged image; `fix-crc` variants recompute the CRC-32 (the contents are wrong, the
+    image is intact)."""
+    params = random_params()
+    image = bytearray(write_image(params))
+    field = {n: offset for n, (offset, _) in FIELD_OFFSETS.items()}
+    body = header_length(CONFIG)
+    seeds_at = len(image) - CRC_BYTES - CONFIG.n_generators * word_bytes(CONFIG.lfsr_width)
+    recrc = False
     if name == "magic":
         image[0:4] = b"NSMX"
     elif name == "version":
-        image[4] = 2
+        image[field["version"]] ^= 0x01
+    elif name == "reserved":
+        image[field["reserved"]] = 1
     elif name == "identity":
-        image[8] ^= 0x40
+        image[field["identity"]] ^= 0x40
+    elif name == "layer-count":
+        image[field["n"]] += 1
     elif name == "layer-size":
-        image[16] += 1
+        image[HEADER_BYTES] += 1
     elif name == "body-length":
-        image[12] += 1
+        image[field["body_length"]] += 1
+    elif name == "data-length":
+        image[field["data_length"]] += 1
     elif name == "crc":
         image[-1] ^= 0x80
     elif name == "body-bit":
-        image[30] ^= 0x04
+        image[body + 5] ^= 0x04
     elif name == "short":
         image = image[:-5]
     elif name == "long":
         image = image + b"\x00"
+    elif name == "zero-seed":
+        image[seeds_at] = 0
+        recrc = True
+    elif name == "seed-padding":
+        image[seeds_at] |= 0x80            # 7-bit seeds in one byte
+        recrc = True
+    elif name == "weight-min":
+        # Lane 1 of weight word 0 (5-bit weights): -16, outside the symmetric range.
+        word = int.from_bytes(image[body:body + 2], "little") & ~(0x1F << 5) | (0x10 << 5)
+        image[body:body + 2] = word.to_bytes(2, "little")
+        recrc = True
+    elif name == "weight-padding":
+        image[body + 1] |= 0x80            # 15 bits of weights in two bytes
+        recrc = True
+    if recrc:
+        image[-CRC_BYTES:] = image_crc(bytes(image[:-CRC_BYTES])).to_bytes(CRC_BYTES, "little")
     return bytes(image)
 
 
-@pytest.mark.parametrize("damage,status", [
+DAMAGES = [
     ("magic", Status.IMAGE_MAGIC),
     ("version", Status.IMAGE_MAGIC),
+    ("reserved", Status.IMAGE_MAGIC),
     ("identity", Status.IMAGE_CONFIG),
+    ("layer-count", Status.IMAGE_CONFIG),
     ("layer-size", Status.IMAGE_CONFIG),
     ("body-length", Status.IMAGE_LENGTH),
+    ("data-length", Status.IMAGE_LENGTH),   # one byte more expected: IMAGE_END comes early
     ("crc", Status.IMAGE_CRC),
     ("body-bit", Status.IMAGE_CRC),
     ("short", Status.IMAGE_LENGTH),
     ("long", Status.IMAGE_LENGTH),
-], ids=lambda v: v if isinstance(v, str) else v.name)
+    ("zero-seed", Status.IMAGE_CONTENT),
+    ("seed-padding", Status.IMAGE_CONTENT),
+    ("weight-min", Status.IMAGE_CONTENT),
+    ("weight-padding", Status.IMAGE_CONTENT),
+]
+
+
+def _model_load(image: bytes, chunk=7):
+    """The same load through the software device: (status, frame index) of the first error."""
+    from tools.transport import ModelTransport
+
+    model = ModelTransport(CONFIG)
+    requests = ([encode_request(Opcode.IMAGE_BEGIN)]
+                + [encode_request(Opcode.IMAGE_DATA, image[i:i + chunk])
+                   for i in range(0, len(image), chunk)]
+                + [encode_request(Opcode.IMAGE_END)])
+    for n, frame in enumerate(requests):
+        model.write(frame)
+        status = Status(frames.parse_responses(model.read(len(model._out), 0))[0].status)
+        if status != Status.OK:
+            return status, n
+    return Status.OK, len(requests)
+
+
+@pytest.mark.parametrize("damage,status", DAMAGES,
+                         ids=lambda v: v if isinstance(v, str) else v.name)
 def test_damaged_image_is_refused_and_start_says_no_image(damage, status):
     image = _damaged(damage)
+    # The image reader (the host's check before sending) refuses every one of them too.
+    with pytest.raises(ImageError):
+        read_image(image, CONFIG)
+    where = {}
 
     async def scenario(b):
         assert await b.load_image(image) == status
+        where["frame"] = b.frames_sent
         # The load is over: more data is refused, and nothing is valid.
         assert await b.command(Opcode.IMAGE_END) == (Status.IMAGE_NOT_BEGUN, b"")
         assert await b.command(Opcode.WRITE_INPUT, bytes(INPUT_BYTES)) == (Status.OK, b"")
@@ -439,6 +506,8 @@ def test_damaged_image_is_refused_and_start_says_no_image(damage, status):
         assert await b.command(Opcode.READ_STATUS) == (
             Status.OK, status_expected(DeviceState.IDLE, 0, Status.NO_IMAGE, 0))
     run(scenario)
+    # The software device answers the same, at the same frame.
+    assert _model_load(image) == (status, where["frame"] - 1)
 
 
 def test_image_begin_invalidates_a_valid_image():
@@ -461,56 +530,107 @@ def test_image_begin_invalidates_a_valid_image():
 
 # -- the whole core, through the serial line ------------------------------------------------------
 
-def test_accelerator_top_answers_over_the_serial_line():
-    """`NSMAccelerator` with the real engine: IDENTIFY and READ_STATUS through uart_rx/uart_tx."""
+def _serial_exchange(requests, max_cycles=400_000):
+    """`NSMAccelerator` (real engine, receive buffer, UARTs) of CONFIG: all `requests` sent
+    back to back on uart_rx; returns every response frame decoded from uart_tx."""
     from hw.top import NSMAccelerator
     dut = NSMAccelerator(CONFIG, BAUD_DIVISOR)
     received = bytearray()
+    line = bytes(b"".join(requests))
 
     async def bench(ctx):
         ctx.set(dut.uart_rx, 1)
-        line = {"prev": 1, "bits": None, "timer": 0, "byte": 0}
-
-        async def step():
+        state = {"prev": 1, "bits": None, "timer": 0, "byte": 0}
+        bits = [bit for byte in line for bit in [0] + [(byte >> i) & 1 for i in range(8)] + [1]]
+        for cycle in range(max_cycles):
+            n = cycle // BAUD_DIVISOR
+            ctx.set(dut.uart_rx, bits[n] if n < len(bits) else 1)
             _, _, tx = await ctx.tick().sample(dut.uart_tx)
             # Decode uart_tx: find the start edge, sample mid-bit.
-            if line["bits"] is None:
-                if line["prev"] == 1 and tx == 0:
-                    line.update(bits=0, timer=BAUD_DIVISOR + BAUD_DIVISOR // 2, byte=0)
+            if state["bits"] is None:
+                if state["prev"] == 1 and tx == 0:
+                    state.update(bits=0, timer=BAUD_DIVISOR + BAUD_DIVISOR // 2, byte=0)
             else:
-                line["timer"] -= 1
-                if line["timer"] == 0:
-                    if line["bits"] < 8:
-                        line["byte"] |= tx << line["bits"]
-                        line["bits"] += 1
-                        line["timer"] = BAUD_DIVISOR
+                state["timer"] -= 1
+                if state["timer"] == 0:
+                    if state["bits"] < 8:
+                        state["byte"] |= tx << state["bits"]
+                        state["bits"] += 1
+                        state["timer"] = BAUD_DIVISOR
                     else:
                         assert tx == 1, "stop bit"
-                        received.append(line["byte"])
-                        line["bits"] = None
-            line["prev"] = tx
-
-        async def send(data):
-            for byte in data:
-                for bit in [0] + [(byte >> i) & 1 for i in range(8)] + [1]:
-                    ctx.set(dut.uart_rx, bit)
-                    for _ in range(BAUD_DIVISOR):
-                        await step()
-
-        for op, payload in ((Opcode.IDENTIFY, identify_expected()),
-                            (Opcode.READ_STATUS,
-                             status_expected(DeviceState.IDLE, 0, Status.OK, 0))):
-            received.clear()
-            await send(request(op))
-            body = bytes([Status.OK.value]) + struct.pack("<H", len(payload)) + payload
-            frame = bytes([SYNC_RESPONSE]) + body + bytes([FRAME_CRC.compute(body)])
-            for _ in range(12 * BAUD_DIVISOR * (len(frame) + 4)):
-                await step()
-                if len(received) == len(frame):
-                    break
-            assert bytes(received) == frame, op
+                        received.append(state["byte"])
+                        state["bits"] = None
+            state["prev"] = tx
+            if n > len(bits) and len(frames.parse_responses_prefix(received)) == len(requests):
+                break
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
+    return [(Status(r.status), r.payload) for r in frames.parse_responses(bytes(received))]
+
+
+def test_accelerator_top_answers_over_the_serial_line():
+    """`NSMAccelerator` with the real engine: IDENTIFY and READ_STATUS through uart_rx/uart_tx."""
+    assert _serial_exchange([request(Opcode.IDENTIFY), request(Opcode.READ_STATUS)]) == [
+        (Status.OK, identify_expected()),
+        (Status.OK, status_expected(DeviceState.IDLE, 0, Status.OK, 0))]
+
+
+def test_accelerator_top_takes_requests_sent_back_to_back_while_it_computes():
+    """Requests sent without waiting for answers (a streamed image, INFERs in flight) wait in
+    the receive buffer while the device executes earlier ones; none is lost."""
+    from model import golden
+
+    params = random_params()
+    image = write_image(params)
+    rng = np.random.default_rng(SEED)
+    images = rng.choice(np.array([-1, 1]), size=(3, CONFIG.n_inputs))
+    requests = ([request(Opcode.IMAGE_BEGIN)]
+                + [request(Opcode.IMAGE_DATA, image[i:i + 40]) for i in range(0, len(image), 40)]
+                + [request(Opcode.IMAGE_END)]
+                + [request(Opcode.INFER, frames.pack_input(x, CONFIG.n_inputs)) for x in images])
+    answers = _serial_exchange(requests)
+    assert [status for status, _ in answers] == [Status.OK] * len(requests)
+    expected = golden.run(params, images, trace=False)
+    for i, (_, payload) in enumerate(answers[-3:]):
+        got = frames.decode_compact(CONFIG.n_classes, payload)
+        assert (got.cls, list(got.votes)) == (int(expected.cls[i]),
+                                              [int(v) for v in expected.votes[i]]), f"seed {SEED}"
+
+
+# -- streaming inference ------------------------------------------------------------------------
+
+def expected_compact(first_input: int) -> bytes:
+    n = CONFIG.n_classes
+    return frames.encode_compact(n, frames.CompactResult(
+        first_input % n, tuple((first_input + c) % (CONFIG.samples + 1) for c in range(n))))
+
+
+def test_infer_streams_inputs_and_answers_each_when_it_is_done():
+    image = write_image(random_params())
+    inputs = [bytes([0x21, 0x01]), bytes([0x7C, 0x00]), bytes([0x03, 0x02])]
+
+    async def scenario(b):
+        assert await b.command(Opcode.INFER, inputs[0]) == (Status.NO_IMAGE, b"")
+        assert await b.load_image(image, chunk=MAX_PAYLOAD) == Status.OK
+        assert await b.command(Opcode.INFER, bytes(INPUT_BYTES + 1)) == (Status.BAD_LENGTH, b"")
+        start = b.cycles
+        assert await b.command(Opcode.INFER, inputs[0]) == (Status.OK,
+                                                            expected_compact(inputs[0][0]))
+        assert b.cycles - start > RUN_CYCLES          # answered once the engine is done
+        # Back to back: each request is taken after the previous answer, none is refused.
+        await b.send(encode_request(Opcode.INFER, inputs[1]) +
+                     encode_request(Opcode.INFER, inputs[2]))
+        assert await b.response() == (Status.OK, expected_compact(inputs[1][0]))
+        assert await b.response() == (Status.OK, expected_compact(inputs[2][0]))
+        # The full result of the last one is there too, and every inference was counted.
+        assert await b.command(Opcode.READ_RESULT) == (Status.OK, expected_result(0x03, 3))
+        assert await b.command(Opcode.READ_STATUS) == (
+            Status.OK, status_expected(DeviceState.IDLE, 1, Status.BAD_LENGTH, 3))
+
+    bench = run(scenario)
+    assert [data for _, data in bench.writes["input"]] == [x for i in inputs for x in i]
+    assert bench.writes_while_busy == 0

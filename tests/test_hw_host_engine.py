@@ -8,18 +8,17 @@ states carry from one inference to the next, and loading the image again restart
 seeds. Replay a failure with the seed printed in its message.
 """
 
-import struct
-
 import numpy as np
 import pytest
 from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.sim import Simulator
 
+from firmware import frames
+from firmware.frames import MAX_PAYLOAD, Opcode, Status, encode_request
 from firmware.image import write_image
 from hw.engine import NSMEngine
-from hw.host import HostInterface, result_payload_length
-from hw.protocol import FRAME_CRC, MAX_PAYLOAD, SYNC_REQUEST, SYNC_RESPONSE, Opcode, Status
+from hw.host import HostInterface
 from model import golden
 from model.config import NSMConfig
 from model.params import QuantizedNSM
@@ -37,30 +36,9 @@ CONFIGS = {
 IMAGES = 3
 
 
-def request(opcode: Opcode, payload: bytes = b"") -> bytes:
-    body = bytes([opcode.value]) + struct.pack("<H", len(payload)) + payload
-    return bytes([SYNC_REQUEST]) + body + bytes([FRAME_CRC.compute(body)])
-
-
-def input_bytes(config: NSMConfig, bits) -> bytes:
-    """WRITE_INPUT payload: input j is bit j % 8 of byte j // 8 (1 = +1)."""
-    out = bytearray(-(-config.n_inputs // 8))
-    for j, bit in enumerate(bits):
-        out[j // 8] |= int(bit) << (j % 8)
-    return bytes(out)
-
-
 def parse_result(config: NSMConfig, payload: bytes) -> dict:
-    """READ_RESULT payload -> class, scores (signed), votes, cycles."""
-    assert len(payload) == result_payload_length(config)
-    score_bytes = -(-config.score_bits // 8)
-    cls, at, scores, votes = payload[0], 1, [], []
-    for _ in range(config.n_classes):
-        scores.append(int.from_bytes(payload[at:at + score_bytes], "little", signed=True))
-        votes.append(int.from_bytes(payload[at + score_bytes:at + score_bytes + 2], "little"))
-        at += score_bytes + 2
-    cycles = int.from_bytes(payload[at:at + 4], "little")
-    return dict(cls=cls, scores=scores, votes=votes, cycles=cycles)
+    r = frames.decode_result(config.n_classes, frames.score_bytes(config), payload)
+    return dict(cls=r.cls, scores=list(r.scores), votes=list(r.votes), cycles=r.cycles)
 
 
 def simulate(config: NSMConfig, scenario):
@@ -83,23 +61,23 @@ def simulate(config: NSMConfig, scenario):
             return rx_ready
 
         async def command(opcode, payload=b""):
-            for byte in request(opcode, payload):
+            for byte in encode_request(opcode, payload):
                 ctx.set(host.rx.valid, 1)
                 ctx.set(host.rx.payload, byte)
                 while not await step():
                     pass
             ctx.set(host.rx.valid, 0)
             for _ in range(20_000):
-                if len(received) >= 5 and len(received) >= 5 + (received[2] | received[3] << 8):
+                if (len(received) >= frames.HEAD_BYTES
+                        and len(received) >= frames.response_length(received[:4])):
                     break
                 await step()
             else:
                 raise AssertionError(f"no response to {opcode.name}; got {bytes(received)}")
-            length = received[2] | received[3] << 8
-            frame = bytes(received[:5 + length])
-            del received[:5 + length]
-            assert frame[0] == SYNC_RESPONSE and frame[-1] == FRAME_CRC.compute(frame[1:-1])
-            return Status(frame[1]), frame[4:4 + length]
+            end = frames.response_length(received[:4])
+            response = frames.decode_response(received[:end])
+            del received[:end]
+            return Status(response.status), response.payload
 
         await scenario(command)
         assert received == bytearray(), f"unasked bytes {bytes(received)}"
@@ -118,7 +96,8 @@ async def load(command, image: bytes):
 
 
 async def infer(command, config, bits) -> dict:
-    assert await command(Opcode.WRITE_INPUT, input_bytes(config, bits)) == (Status.OK, b"")
+    assert await command(Opcode.WRITE_INPUT, frames.pack_input(2 * np.asarray(bits) - 1,
+                                                               config.n_inputs)) == (Status.OK, b"")
     assert await command(Opcode.START) == (Status.OK, b"")
     while True:
         status, payload = await command(Opcode.READ_RESULT)
@@ -154,3 +133,75 @@ def test_results_through_the_protocol_equal_the_golden_model(config, seed):
         assert result["scores"] == [int(s) for s in expected.scores[i]], f"scores, run {n}, {where}"
         assert result["votes"] == [int(v) for v in expected.votes[i]], f"votes, run {n}, {where}"
         assert result["cycles"] == NSMEngine.cycles_per_inference(config), f"cycles, {where}"
+
+
+def test_commands_that_change_memories_are_refused_while_the_engine_really_runs():
+    """The real engine busy: WRITE_INPUT, IMAGE_BEGIN/DATA/END and START answer exactly BUSY,
+    and the inference that runs meanwhile still equals the golden model (nothing it reads was
+    overwritten)."""
+    # Long enough (K * 2176 cycles) that every command below arrives while it runs.
+    config, seed = NSMConfig(layer_sizes=(64, 32, 4), lanes=1, samples=8, name="busy"), 5
+    rng = np.random.default_rng(seed)
+    params = QuantizedNSM.random(config, rng)
+    images = rng.integers(0, 2, size=(2, config.n_inputs))
+    expected = golden.run(params, 2 * images[:1] - 1, trace=False)
+    other = frames.pack_input(2 * images[1] - 1, config.n_inputs)
+    image = write_image(params)
+    answers = []
+
+    async def scenario(command):
+        await load(command, image)
+        assert await command(Opcode.WRITE_INPUT, frames.pack_input(
+            2 * images[0] - 1, config.n_inputs)) == (Status.OK, b"")
+        assert await command(Opcode.START) == (Status.OK, b"")
+        for opcode, payload in ((Opcode.WRITE_INPUT, other), (Opcode.IMAGE_BEGIN, b""),
+                                (Opcode.IMAGE_DATA, image[:MAX_PAYLOAD]),
+                                (Opcode.IMAGE_END, b""), (Opcode.START, b""),
+                                (Opcode.READ_RESULT, b"")):
+            answers.append((opcode, await command(opcode, payload)))
+        status, payload = await command(Opcode.READ_STATUS)
+        answers.append((Opcode.READ_STATUS, frames.decode_status(payload).state))
+        got.append(await infer_result(command, config))
+
+    got = []
+    simulate(config, scenario)
+    assert answers == [(op, (Status.BUSY, b"")) for op in
+                       (Opcode.WRITE_INPUT, Opcode.IMAGE_BEGIN, Opcode.IMAGE_DATA,
+                        Opcode.IMAGE_END, Opcode.START, Opcode.READ_RESULT)] + [
+        (Opcode.READ_STATUS, frames.DeviceState.RUNNING)], f"seed {seed}"
+    result = got[0]
+    assert result["scores"] == [int(s) for s in expected.scores[0]], f"seed {seed}"
+    assert result["votes"] == [int(v) for v in expected.votes[0]], f"seed {seed}"
+
+
+async def infer_result(command, config) -> dict:
+    """READ_RESULT, polled while BUSY."""
+    while True:
+        status, payload = await command(Opcode.READ_RESULT)
+        if status == Status.OK:
+            return parse_result(config, payload)
+        assert status == Status.BUSY, status
+
+
+@pytest.mark.parametrize("config,seed", CONFIGS.values(), ids=CONFIGS.keys())
+def test_streamed_infer_equals_the_golden_model(config, seed):
+    """INFER with the real engine: each answer (class, votes) equals the golden model's, the
+    LFSR states carried from one inference to the next."""
+    rng = np.random.default_rng(seed)
+    params = QuantizedNSM.random(config, rng)
+    images = rng.integers(0, 2, size=(IMAGES, config.n_inputs))
+    expected = golden.run(params, 2 * images - 1, trace=False)
+    got = []
+
+    async def scenario(command):
+        await load(command, write_image(params))
+        for bits in images:
+            status, payload = await command(Opcode.INFER, frames.pack_input(
+                2 * np.asarray(bits) - 1, config.n_inputs))
+            assert status == Status.OK
+            got.append(frames.decode_compact(config.n_classes, payload))
+
+    simulate(config, scenario)
+    for i, r in enumerate(got):
+        assert (r.cls, list(r.votes)) == (int(expected.cls[i]),
+                                          [int(v) for v in expected.votes[i]]), f"seed {seed}"

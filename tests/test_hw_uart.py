@@ -96,6 +96,63 @@ def test_missing_stop_bit_is_a_framing_error_and_the_next_byte_still_arrives(div
     assert events == [("framing_error",), ("byte", 0xC3)]
 
 
+@pytest.mark.parametrize("divisor", [4, 9], ids=lambda d: f"div{d}")
+def test_byte_arriving_while_the_last_is_unread_is_an_overrun_and_is_dropped(divisor):
+    """The reader takes nothing while two bytes arrive: the first waits, the second is dropped
+    (one `overrun` pulse); once read, the next byte arrives normally."""
+    rx = UARTReceiver(divisor)
+    events = []
+
+    async def drive_bit(ctx, level):
+        ctx.set(rx.rx, level)
+        for _ in range(divisor):
+            _, _, valid, ready, data, overrun = await ctx.tick().sample(
+                rx.data.valid, rx.data.ready, rx.data.payload, rx.overrun)
+            if valid and ready:
+                events.append(("byte", data))
+            if overrun:
+                events.append(("overrun",))
+
+    async def send(ctx, byte):
+        for level in [0] + [(byte >> i) & 1 for i in range(8)] + [1]:
+            await drive_bit(ctx, level)
+
+    async def bench(ctx):
+        ctx.set(rx.data.ready, 0)
+        ctx.set(rx.rx, 1)
+        await drive_bit(ctx, 1)
+        await send(ctx, 0xA1)
+        await send(ctx, 0x5B)               # arrives while 0xA1 is unread
+        await drive_bit(ctx, 1)
+        ctx.set(rx.data.ready, 1)
+        await drive_bit(ctx, 1)
+        ctx.set(rx.data.ready, 0)
+        await send(ctx, 0x7E)
+        ctx.set(rx.data.ready, 1)
+        for _ in range(2):
+            await drive_bit(ctx, 1)
+
+    sim = Simulator(rx)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert events == [("overrun",), ("byte", 0xA1), ("byte", 0x7E)]
+
+
+def test_divisor_from_the_clock_and_its_error_checked():
+    from hw.uart import baud_tolerance, uart_divisor
+
+    assert uart_divisor(12e6, 1_000_000) == 12 and uart_divisor(25e6, 1_000_000) == 25
+    assert uart_divisor(12e6, 3_000_000) == 4 and uart_divisor(12e6, 115200) == 104
+    with pytest.raises(ValueError, match=r"^3000000 baud at 25 MHz: divisor 8 gives 3125000 "
+                                         r"baud, \+4.17 %, more than the ±1.32 % the UART "
+                                         r"tolerates$"):
+        uart_divisor(25e6, 3_000_000)
+    with pytest.raises(ValueError, match="clocks per bit, the UART needs at least 4$"):
+        uart_divisor(12e6, 4_000_000)
+    assert baud_tolerance(104) > 0.02 > baud_tolerance(8)
+
+
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 @pytest.mark.parametrize("cls", [UARTReceiver, UARTTransmitter], ids=lambda c: c.__name__)
 def test_too_small_divisor_is_refused(cls):

@@ -8,10 +8,8 @@ import numpy as np
 import pytest
 
 from model.config import NSMConfig, digits_config
-from model.params import QuantizedNSM
 from sim import testing as st
 from sim import verilator as sv
-from sim.image_pack import pack_image
 
 # Small configurations that still exercise the corners: lanes not dividing layer sizes, K = 1,
 # p != 0.5, per-input noise, narrow weights.
@@ -36,16 +34,6 @@ def need_core():
     st.need("model.golden", "the golden model gives the expected values")
 
 
-def test_image_packer_matches_firmware():
-    """Two writers of the contract's weight image (ours in sim/, firmware/image.py) agree."""
-    st.need("firmware.image", "the firmware image writer")
-    from firmware.image import write_image
-    rng = np.random.default_rng(st.seed())
-    for cfg in CORE_CONFIGS + [digits_config()]:
-        params = QuantizedNSM.random(cfg, rng)
-        assert write_image(params) == pack_image(params), f"seed {st.seed()}, {cfg.describe()}"
-
-
 @pytest.mark.parametrize("config", CORE_PARAMS, ids=_ids)
 def test_core_classify_random(need_core, config, tmp_path):
     build = st.core_build(config)
@@ -62,7 +50,22 @@ def test_core_bad_input(need_core, config, tmp_path):
     env = st.sim_env(config, tmp_path, images=1)
     sv.check_cocotb(build, "sim.tb_core", testcase="bad_input", env=env,
                     tag=f"bad-{config.name}")
-    assert len(st.report(tmp_path)["bad_input_cases"]) >= 20
+    assert len(st.report(tmp_path)["bad_input_cases"]) == BAD_INPUT_CASES
+
+
+# Every case of sim/tb_core.py's bad_input, counted exactly (a case that stops running fails).
+BAD_INPUT_CASES = 23
+
+
+def test_core_refuses_memory_changes_while_busy(need_core, tmp_path):
+    """On the digits build (its inference outlasts the commands on the line), each command
+    that would change the engine's memories answers BUSY (sim/tb_core.py busy_refusals)."""
+    config = digits_config()
+    build = st.core_build(config)
+    env = st.sim_env(config, tmp_path, images=1)
+    sv.check_cocotb(build, "sim.tb_core", testcase="busy_refusals", env=env, tag="busy")
+    assert st.report(tmp_path)["busy_refused"] == [
+        "WRITE_INPUT", "IMAGE_BEGIN", "IMAGE_DATA", "IMAGE_END", "START", "INFER", "READ_RESULT"]
 
 
 # -- the trained digits model, held-out test images ----------------------------------------------

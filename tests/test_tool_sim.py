@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from firmware.image import ImageError, write_image
-from hw.protocol import Status
+from firmware.frames import Status
 from model.config import digits_config
 from model.params import QuantizedNSM
 from tools.client import Device, DeviceError
@@ -120,6 +120,24 @@ def test_good_image_served_after_refusals(device, params, config):
     """Loading resets the LFSRs to the image's seeds: the golden model starts afresh too."""
     device.load_image(write_image(params), progress=False)
     _classify_and_compare(device, params, _held_out_inputs(config, 3))
+
+
+def test_streamed_inference_through_the_rtl_equals_golden(device, params, config):
+    """INFER with the most requests in flight the device buffers, through the simulated UART:
+    class and votes of every input, in order, equal to the golden model's."""
+    from firmware import frames
+
+    device.load_image(write_image(params), progress=False)
+    inputs = _held_out_inputs(config, N_IMAGES)
+    window = frames.stream_window(config.n_inputs)
+    assert window > 2
+    got = list(device.infer_stream(inputs, window=window))
+    states = None
+    for i, (g, x) in enumerate(zip(got, inputs)):
+        (cls, _, votes), states = _golden_one(params, x, states)
+        assert (g.cls, g.votes) == (cls, votes), f"input {i}, seed {SEED}"
+    assert len(got) == len(inputs)
+    assert device.status().inferences >= len(inputs)
 
 
 def test_cli_load_and_run_one(tmp_path, params, capsys):

@@ -1,4 +1,4 @@
-"""The host side of the NSM accelerator's framed protocol (`hw/protocol.py`).
+"""The host side of the NSM accelerator's framed protocol (`firmware/frames.py`).
 
     with Device(SimTransport(config)) as dev:
         dev.load_image(write_image(params))
@@ -11,19 +11,20 @@ a `DeviceError` naming the status; a silent device becomes a `DeviceTimeout`.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
 
-import numpy as np
 from tqdm import tqdm
 
-from firmware.image import ImageError, check_image
-from hw.protocol import (FRAME_CRC, MAX_PAYLOAD, SYNC_REQUEST, SYNC_RESPONSE, DeviceState,
-                         Opcode, Status)
+from firmware import frames
+from firmware.frames import (HEAD_BYTES, MAX_PAYLOAD, RX_BUFFER_BYTES, CompactResult,
+                             DeviceState, DeviceStatus, FrameError, Identity, InferenceResult,
+                             Opcode, Status, encode_request, pack_input)
+from firmware.image import ImageError, check_image, known_configs, read_image
 
 from .transport import DeviceTimeout, Transport
 
 __all__ = ["Device", "DeviceError", "ProtocolError", "Identity", "InferenceResult",
-           "DeviceStatus", "encode_request", "pack_input"]
+           "DeviceStatus", "DeviceState", "CompactResult", "encode_request", "pack_input"]
 
 # What each error status means for the user, and what to do about it.
 STATUS_HELP = {
@@ -39,6 +40,8 @@ STATUS_HELP = {
     Status.IMAGE_CONFIG: "device refused the image: it was made for another configuration",
     Status.IMAGE_LENGTH: "device refused the image: wrong length",
     Status.IMAGE_CRC: "device refused the image: CRC-32 mismatch (corrupted)",
+    Status.IMAGE_CONTENT: "device refused the image: a value it cannot use (zero LFSR seed, "
+                          "weight outside the symmetric range, set padding bits)",
 }
 
 
@@ -53,54 +56,6 @@ class DeviceError(RuntimeError):
 
 class ProtocolError(RuntimeError):
     """A malformed response (bad sync, CRC or payload)."""
-
-
-@dataclass(frozen=True)
-class Identity:
-    identity: int
-    protocol_version: int
-    layer_sizes: tuple[int, ...]
-    lanes: int
-    samples: int
-
-    def describe(self) -> str:
-        sizes = "-".join(str(n) for n in self.layer_sizes)
-        return (f"{sizes} lanes={self.lanes} K={self.samples} id={self.identity:08x} "
-                f"protocol v{self.protocol_version}")
-
-
-@dataclass(frozen=True)
-class InferenceResult:
-    cls: int
-    scores: tuple[int, ...]
-    votes: tuple[int, ...]
-    cycles: int
-
-
-@dataclass(frozen=True)
-class DeviceStatus:
-    state: DeviceState
-    image_valid: bool
-    last_error: Status
-    inferences: int
-
-
-def encode_request(opcode: Opcode, payload: bytes = b"") -> bytes:
-    """One request frame: sync, opcode, length u16 LE, payload, CRC-8 over all but the sync."""
-    if len(payload) > MAX_PAYLOAD:
-        raise ValueError(f"payload of {len(payload)} bytes exceeds MAX_PAYLOAD={MAX_PAYLOAD}")
-    body = bytes([opcode.value]) + len(payload).to_bytes(2, "little") + bytes(payload)
-    return bytes([SYNC_REQUEST]) + body + bytes([FRAME_CRC.compute(body)])
-
-
-def pack_input(input_pm1, n_inputs: int) -> bytes:
-    """±1 inputs -> bytes, bit j of the input = bit j % 8 of byte j // 8 (1 is +1)."""
-    z = np.asarray(input_pm1).reshape(-1)
-    if z.shape[0] != n_inputs:
-        raise ValueError(f"input has {z.shape[0]} values, the device takes {n_inputs}")
-    if not np.all((z == 1) | (z == -1)):
-        raise ValueError("input values must be -1 or +1")
-    return np.packbits(z == 1, bitorder="little").tobytes()
 
 
 class Device:
@@ -129,24 +84,18 @@ class Device:
 
     def _response(self, opcode: Opcode, timeout: float) -> tuple[Status, bytes]:
         what = f"the response to {opcode.name}"
-        sync = self.transport.read(1, timeout, what)
-        if sync[0] != SYNC_RESPONSE:
-            raise ProtocolError(f"{opcode.name}: response starts with 0x{sync[0]:02x}, expected "
-                                f"the sync byte 0x{SYNC_RESPONSE:02x}")
-        head = self.transport.read(3, self.timeout, what)
-        length = int.from_bytes(head[1:3], "little")
-        if length > MAX_PAYLOAD:
-            raise ProtocolError(f"{opcode.name}: response length {length} exceeds "
-                                f"MAX_PAYLOAD={MAX_PAYLOAD}")
-        rest = self.transport.read(length + 1, self.timeout, what)
-        body = head + rest[:-1]
-        if FRAME_CRC.compute(body) != rest[-1]:
-            raise ProtocolError(f"{opcode.name}: response CRC-8 mismatch (damaged frame)")
+        head = self.transport.read(1, timeout, what)
+        head += self.transport.read(HEAD_BYTES - 1, self.timeout, what)
         try:
-            status = Status(head[0])
+            frame = head + self.transport.read(frames.response_length(head) - HEAD_BYTES,
+                                               self.timeout, what)
+            response = frames.decode_response(frame)
+        except FrameError as e:
+            raise ProtocolError(f"{opcode.name}: {e}") from None
+        try:
+            return Status(response.status), response.payload
         except ValueError:
-            raise ProtocolError(f"{opcode.name}: unknown status 0x{head[0]:02x}") from None
-        return status, bytes(rest[:-1])
+            raise ProtocolError(f"{opcode.name}: unknown status 0x{response.status:02x}") from None
 
     def command(self, opcode: Opcode, payload: bytes = b"", *,
                 timeout: float | None = None) -> bytes:
@@ -159,36 +108,35 @@ class Device:
 
     # -- commands ---------------------------------------------------------------------------------
 
+    def _decode(self, decoder, *args):
+        try:
+            return decoder(*args)
+        except FrameError as e:
+            raise ProtocolError(str(e)) from None
+
     def identify(self) -> Identity:
-        body = self.command(Opcode.IDENTIFY)
-        if len(body) < 6 or len(body) != 6 + 2 * body[5] + 4:
-            raise ProtocolError(f"IDENTIFY: payload of {len(body)} bytes is malformed")
-        n = body[5]
-        sizes = tuple(int.from_bytes(body[6 + 2 * i:8 + 2 * i], "little") for i in range(n))
-        tail = body[6 + 2 * n:]
-        self._identity = Identity(int.from_bytes(body[:4], "little"), body[4], sizes,
-                                  int.from_bytes(tail[:2], "little"),
-                                  int.from_bytes(tail[2:4], "little"))
+        self._identity = self._decode(frames.decode_identify, self.command(Opcode.IDENTIFY))
         return self._identity
 
     def status(self) -> DeviceStatus:
-        body = self.command(Opcode.READ_STATUS)
-        if len(body) != 7:
-            raise ProtocolError(f"READ_STATUS: payload of {len(body)} bytes, expected 7")
-        try:
-            return DeviceStatus(DeviceState(body[0]), bool(body[1]), Status(body[2]),
-                                int.from_bytes(body[3:7], "little"))
-        except ValueError as e:
-            raise ProtocolError(f"READ_STATUS: {e}") from None
+        return self._decode(frames.decode_status, self.command(Opcode.READ_STATUS))
 
-    def load_image(self, image: bytes, *, progress: bool = True, force: bool = False) -> None:
-        """Load a weight image; refuses a damaged one, or one made for another configuration,
-        unless `force` (then the device itself must refuse it, with a `DeviceError`)."""
+    def load_image(self, image: bytes, *, progress: bool = True, force: bool = False,
+                   config=None) -> None:
+        """Load a weight image; refuses a damaged one, one made for another configuration, or
+        one whose contents the device cannot use (checked with `read_image` against `config`,
+        or the known configuration of the image's identity), unless `force` (then the device
+        itself must refuse it, with a `DeviceError`)."""
         image = bytes(image)
         if not force:
             device = self.identify()
             try:
                 header = check_image(image)
+                if header.identity == device.identity:
+                    known = [c for c in known_configs() if c.identity == header.identity]
+                    config = config if config is not None else (known[0] if known else None)
+                    if config is not None:
+                        read_image(image, config)
             except ImageError as e:
                 raise ImageError(e.reason, f"refusing to load: {e}") from None
             if header.identity != device.identity:
@@ -197,14 +145,35 @@ class Device:
                                            f"{device.identity:08x} ({device.describe()}); "
                                            f"use --force to send it anyway")
         self.command(Opcode.IMAGE_BEGIN)
-        chunks = range(0, len(image), MAX_PAYLOAD)
+        # Streamed: the next frame is on the line while the device takes the last one (its
+        # receive buffer holds it), so the link never idles between frames. The first frame
+        # (the header, where a wrong image is found) goes alone, so that its refusal is the
+        # device's last error, not that of a frame behind it.
+        frames_in_flight = 1 + RX_BUFFER_BYTES // (MAX_PAYLOAD + HEAD_BYTES + 1)
+        pending = []
         with tqdm(total=len(image), unit="B", unit_scale=True, desc="load image",
                   disable=not progress, leave=False) as bar:
-            for start in chunks:
+            for start in range(0, len(image), MAX_PAYLOAD):
                 chunk = image[start:start + MAX_PAYLOAD]
-                self.command(Opcode.IMAGE_DATA, chunk)
-                bar.update(len(chunk))
+                self.transport.write(encode_request(Opcode.IMAGE_DATA, chunk))
+                pending.append(len(chunk))
+                if len(pending) == frames_in_flight or start == 0:
+                    self._image_data_answer(pending)
+                    bar.update(pending.pop(0))
+            while pending:
+                self._image_data_answer(pending)
+                bar.update(pending.pop(0))
         self.command(Opcode.IMAGE_END)
+
+    def _image_data_answer(self, pending: list) -> None:
+        """The answer to the oldest IMAGE_DATA in flight; on an error, the answers to the
+        others are read too (the device has aborted the load) before it is raised."""
+        status, _ = self._response(Opcode.IMAGE_DATA, self.timeout)
+        if status != Status.OK:
+            for _ in pending[1:]:
+                self._response(Opcode.IMAGE_DATA, self.timeout)
+            pending.clear()
+            raise DeviceError(status, Opcode.IMAGE_DATA)
 
     def infer(self, input_pm1) -> InferenceResult:
         """Classify one ±1 input vector."""
@@ -213,6 +182,43 @@ class Device:
         self.command(Opcode.WRITE_INPUT, pack_input(input_pm1, self._identity.layer_sizes[0]))
         self.command(Opcode.START)
         return self._read_result()
+
+    def infer_stream(self, inputs, *, window: int | None = None,
+                     progress: bool = False) -> Iterator[CompactResult]:
+        """Classify many ±1 input vectors with INFER, keeping `window` requests in flight
+        (default: as many as the device buffers, `frames.stream_window`); yields one
+        `CompactResult` (class, votes) per input, in order."""
+        if self._identity is None:
+            self.identify()
+        ident = self._identity
+        n_classes = ident.layer_sizes[-1]
+        limit = frames.stream_window(ident.layer_sizes[0])
+        window = limit if window is None else window
+        if not 1 <= window <= limit:
+            raise ValueError(f"window must be in 1..{limit} (the device buffers {limit - 1} "
+                             f"requests of {ident.layer_sizes[0]} inputs), got {window}")
+        inputs = iter(inputs)
+        in_flight = 0
+        with tqdm(desc="infer", unit="input", disable=not progress, leave=False) as bar:
+            while True:
+                while in_flight < window:
+                    x = next(inputs, None)
+                    if x is None:
+                        break
+                    self.transport.write(encode_request(
+                        Opcode.INFER, pack_input(x, ident.layer_sizes[0])))
+                    in_flight += 1
+                if in_flight == 0:
+                    return
+                status, body = self._response(Opcode.INFER, self.infer_timeout)
+                in_flight -= 1
+                if status != Status.OK:
+                    # The requests behind it are still answered: read them before raising.
+                    for _ in range(in_flight):
+                        self._response(Opcode.INFER, self.infer_timeout)
+                    raise DeviceError(status, Opcode.INFER)
+                bar.update(1)
+                yield self._decode(frames.decode_compact, n_classes, body)
 
     def _read_result(self) -> InferenceResult:
         n_classes = self._identity.layer_sizes[-1]
@@ -229,16 +235,5 @@ class Device:
                     raise DeviceTimeout(f"inference did not finish within "
                                         f"{self.infer_timeout:g} s (device still BUSY)") from None
                 time.sleep(0.001)
-        # class u8, per class (score, votes u16), cycles u32; the score width follows.
-        per_class, rem = divmod(len(body) - 5, n_classes)
-        score_bytes = per_class - 2
-        if rem or score_bytes < 1:
-            raise ProtocolError(f"READ_RESULT: payload of {len(body)} bytes does not fit "
-                                f"{n_classes} classes")
-        scores, votes = [], []
-        for c in range(n_classes):
-            at = 1 + c * per_class
-            scores.append(int.from_bytes(body[at:at + score_bytes], "little", signed=True))
-            votes.append(int.from_bytes(body[at + score_bytes:at + per_class], "little"))
-        return InferenceResult(body[0], tuple(scores), tuple(votes),
-                               int.from_bytes(body[-4:], "little"))
+        ident = self._identity
+        return self._decode(frames.decode_result, ident.layer_sizes[-1], ident.score_bytes, body)

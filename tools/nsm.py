@@ -3,7 +3,7 @@
     nsm quantize checkpoint.pt --lanes 4 --weight-bits 7 -o q.npz
     nsm export  quantized.npz -o digits.nsmi
     nsm info    digits.nsmi
-    nsm load    digits.nsmi            --port /dev/ttyUSB0 --baud 115200
+    nsm load    digits.nsmi            --port /dev/ttyUSB0 --baud 1000000
     nsm infer   [--image digits.nsmi]  --port /dev/ttyUSB0 [-o results.csv]
     nsm run-one --index 7              --sim --image digits.nsmi
     nsm bench   -n 50                  --sim --image digits.nsmi
@@ -47,7 +47,8 @@ from model.params import QuantizedNSM
 from model.meta import DataSpecError
 
 from .client import Device, DeviceError, ProtocolError
-from .transport import DeviceTimeout, ModelTransport, SerialTransport, SimTransport
+from .transport import (DEFAULT_BAUD, DeviceTimeout, ModelTransport, SerialTransport,
+                        SimTransport)
 
 __all__ = ["main", "build_parser", "open_device", "check_device_args", "load_test_set",
            "load_data_for", "read_idx", "vote_entropy", "compare_with_golden",
@@ -357,8 +358,10 @@ def _name(names, c) -> str:
 
 def _print_result(index, result, label=None, names=None):
     tag = "" if label is None else f" label {_name(names, label)}"
-    print(f"input {index}:{tag} class {_name(names, result.cls)}, cycles {result.cycles}")
-    print("  scores " + " ".join(f"{s:>7d}" for s in result.scores))
+    cycles = f", cycles {result.cycles}" if hasattr(result, "cycles") else ""
+    print(f"input {index}:{tag} class {_name(names, result.cls)}{cycles}")
+    if hasattr(result, "scores"):
+        print("  scores " + " ".join(f"{s:>7d}" for s in result.scores))
     print("  votes  " + " ".join(f"{v:>7d}" for v in result.votes)
           + f"   entropy {vote_entropy(result.votes):.2f} bits")
 
@@ -426,9 +429,13 @@ def cmd_infer(args) -> int:
             else _inputs_for(args, None, n_inputs)
         if args.limit is not None:
             inputs, labels = inputs[:args.limit], labels[:args.limit]
-        results = []
-        for x in tqdm(inputs, desc="infer", unit="img", disable=args.quiet):
-            results.append(dev.infer(x))
+        if args.compare_golden or args.output is not None:
+            # The scores and cycles (compared, or written per input): one full READ_RESULT
+            # per input.
+            results = [dev.infer(x) for x in tqdm(inputs, desc="infer", unit="img",
+                                                   disable=args.quiet)]
+        else:                       # streamed: class and votes, requests in flight
+            results = list(dev.infer_stream(inputs, progress=not args.quiet))
     classes = np.array([r.cls for r in results])
     votes = np.array([r.votes for r in results])
     k = votes.sum(axis=1)
@@ -502,14 +509,14 @@ def cmd_bench(args) -> int:
         ident = dev.identify()
         rng = np.random.default_rng(args.seed)
         inputs = rng.choice(np.array([-1, 1]), size=(args.count, ident.layer_sizes[0]))
-        dev.infer(inputs[0])  # warm-up
+        cycles = [dev.infer(x).cycles for x in inputs[:2]]   # warm-up, and the cycle count
         started = time.monotonic()
-        cycles = [dev.infer(x).cycles for x in tqdm(inputs, desc="bench", unit="inf",
-                                                     disable=args.quiet)]
+        for _ in dev.infer_stream(inputs, progress=not args.quiet):
+            pass
         elapsed = time.monotonic() - started
     print(f"device     {ident.describe()}")
-    print(f"throughput {args.count / elapsed:.1f} inferences/s over the link "
-          f"({elapsed / args.count * 1e3:.2f} ms each, host round trips included)")
+    print(f"throughput {args.count / elapsed:.1f} inferences/s over the link, streamed "
+          f"({elapsed / args.count * 1e3:.2f} ms each, host included)")
     print(f"cycles     {int(np.mean(cycles))} device cycles per inference "
           f"(min {min(cycles)}, max {max(cycles)}); K={ident.samples}")
     if args.clock_mhz is not None:
@@ -524,7 +531,7 @@ def _device_options(p: argparse.ArgumentParser):
     g = p.add_argument_group("device (choose one)")
     g.add_argument("--port", help="serial port of a board, e.g. /dev/ttyUSB0, or a pyserial URL "
                                   "(socket://host:port, rfc2217://host:port, loop://)")
-    g.add_argument("--baud", type=int_at_least(1), default=115200, help="serial baud rate")
+    g.add_argument("--baud", type=int_at_least(1), default=DEFAULT_BAUD, help="serial baud rate")
     g.add_argument("--sim", action="store_true", help="the Verilator simulation")
     g.add_argument("--model-device", action="store_true",
                    help="the software model of the device (golden model; a dry run)")

@@ -6,7 +6,7 @@
 - `SimTransport(config, baud_divisor)`: the Verilator simulation, a harness executable from
   `sim.verilator.build_harness` whose stdin/stdout are the device's UART;
 - `ModelTransport(config)`: a SOFTWARE MODEL of the device in pure Python (the golden model
-  behind the protocol of `hw/protocol.py`), for fast tests of the client and dry runs.
+  behind the protocol of `firmware/frames.py`), for fast tests of the client and dry runs.
 
 Every `read` has a timeout and raises `DeviceTimeout` naming what was awaited: nothing waits
 forever.
@@ -15,18 +15,24 @@ forever.
 from __future__ import annotations
 
 import os
+import re
 import selectors
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from hw.protocol import (FRAME_CRC, MAX_PAYLOAD, PROTOCOL_VERSION, SYNC_REQUEST, SYNC_RESPONSE,
-                         DeviceState, Opcode, Status)
+from firmware.frames import (DEFAULT_BAUD, HEAD_BYTES, MAX_PAYLOAD, SYNC_REQUEST, DeviceState,
+                             InferenceResult, Opcode, Status, crc8, decode_result, encode_compact,
+                             encode_identify, encode_response, encode_result, encode_status,
+                             input_length, no_payload, score_bytes, unpack_input)
+from firmware.image_format import CRC_BYTES, image_crc
 from model.config import NSMConfig
 
-__all__ = ["Transport", "DeviceTimeout", "SerialTransport", "SimTransport", "ModelTransport"]
+__all__ = ["Transport", "DeviceTimeout", "SerialTransport", "SimTransport", "ModelTransport",
+           "DEFAULT_BAUD"]
 
 
 class DeviceTimeout(TimeoutError):
@@ -62,7 +68,7 @@ class SerialTransport(Transport):
     """A board on a serial port (8N1): a device path, or a pyserial URL (socket://host:port,
     rfc2217://host:port, loop://, ...), opened with `serial.serial_for_url`."""
 
-    def __init__(self, port: str, baud: int = 115200):
+    def __init__(self, port: str, baud: int = DEFAULT_BAUD):
         import serial  # pyserial; imported here so that the other transports do not need it
 
         try:
@@ -70,6 +76,12 @@ class SerialTransport(Transport):
         except (serial.SerialException, ValueError) as e:
             raise OSError(f"{port}: cannot open the serial port ({e})") from None
         self.port = port
+        # The FTDI driver's default latency timer holds received bytes up to 16 ms; a
+        # stop-and-wait exchange would wait for it on every frame.
+        try:
+            self._serial.set_low_latency_mode(True)
+        except (AttributeError, NotImplementedError, ValueError, OSError):
+            pass                  # not a Linux serial port that has the setting
         self._serial.reset_input_buffer()
 
     def write(self, data: bytes) -> None:
@@ -91,6 +103,10 @@ class SerialTransport(Transport):
         self._serial.close()
 
 
+_HARNESS_REPORT = re.compile(r"nsm_harness: (\d+) cycles simulated in [\d.]+ s, (\d+) framing "
+                             r"errors, last UART activity at cycle (\d+)")
+
+
 class SimTransport(Transport):
     """The Verilator simulation of the device: the harness's stdin/stdout are its UART.
 
@@ -105,9 +121,12 @@ class SimTransport(Transport):
 
             executable = build_harness(config, baud_divisor=baud_divisor)
         self.executable = Path(executable)
+        self._stderr = tempfile.TemporaryFile()
         self._proc = subprocess.Popen([str(self.executable)], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                      bufsize=0)
+                                      stdout=subprocess.PIPE, stderr=self._stderr, bufsize=0)
+        #: After `close`: what the harness reports (cycles simulated, framing errors, the
+        #: cycle of the last UART activity), or None if it printed no report.
+        self.report: dict | None = None
         os.set_blocking(self._proc.stdout.fileno(), False)
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._proc.stdout, selectors.EVENT_READ)
@@ -146,30 +165,32 @@ class SimTransport(Transport):
         if self._proc.poll() is None:
             try:
                 self._proc.stdin.close()
-                self._proc.wait(timeout=5)
+                self._proc.wait(timeout=60)
             except (subprocess.TimeoutExpired, BrokenPipeError, OSError):
                 self._proc.kill()
                 self._proc.wait()
         self._selector.close()
-
-
-def _frame(status: Status, payload: bytes = b"") -> bytes:
-    body = bytes([status.value]) + len(payload).to_bytes(2, "little") + payload
-    return bytes([SYNC_RESPONSE]) + body + bytes([FRAME_CRC.compute(body)])
+        if self.report is None and not self._stderr.closed:
+            self._stderr.seek(0)
+            found = _HARNESS_REPORT.search(self._stderr.read().decode(errors="replace"))
+            self._stderr.close()
+            if found:
+                self.report = {"cycles": int(found[1]), "framing_errors": int(found[2]),
+                               "last_activity": int(found[3])}
 
 
 class ModelTransport(Transport):
     """SOFTWARE MODEL OF THE DEVICE, for tests and dry runs: not the hardware.
 
-    It parses request frames like the device, answers them per `hw/protocol.py`, checks an image
-    with `firmware.image.read_image` at IMAGE_END (header fields as soon as they have arrived)
-    and classifies with the golden model `model.golden.run`, keeping the LFSR states from one
-    inference to the next. `cycles` in its results is the ideal count
-    `K * ideal_cycles_per_sample`, not a measurement. Differences from the gateware
-    (`hw/host.py`), none of which the client depends on: a damaged CRC is reported at IMAGE_END
-    rather than at the IMAGE_DATA frame carrying the trailer, and parameters that the golden
-    model cannot hold (set padding bits, out-of-range weights under a valid CRC) are refused
-    with IMAGE_CRC, where the device would load them.
+    It answers every request as the gateware (`hw/host.py`) does: the same frame checks, the
+    same statuses, and an image loader that takes the image byte by byte like the device's,
+    with the header checks of `firmware.image_format.header_status`, the device's content checks
+    (set padding bits, weight -2^(w-1), zero seed; reported once the CRC-32 trailer matched)
+    and the CRC-32 trailer checked at its last byte, so an error is reported by the same
+    IMAGE_DATA frame as the device's. It classifies with the golden model `model.golden.run`,
+    keeping the LFSR states from one inference to the next. `cycles` in its results is the
+    ideal count `K * ideal_cycles_per_sample`, not a measurement; it is never busy (an
+    inference is done when START answers), and it has no inter-byte timeout.
     """
 
     def __init__(self, config: NSMConfig):
@@ -178,7 +199,7 @@ class ModelTransport(Transport):
         self._in = bytearray()
         self._params = None
         self._states = None
-        self._image: bytearray | None = None
+        self._loader: _ImageLoader | None = None
         self._input: np.ndarray | None = None
         self._result: bytes | None = None
         self._last_error = Status.OK
@@ -203,112 +224,90 @@ class ModelTransport(Transport):
     def _parse_one(self) -> bool:
         while self._in and self._in[0] != SYNC_REQUEST:
             del self._in[0]
-        if len(self._in) < 4:
+        if len(self._in) < HEAD_BYTES:
             return False
         length = int.from_bytes(self._in[2:4], "little")
         if length > MAX_PAYLOAD:
-            del self._in[:4]
+            del self._in[:HEAD_BYTES]
             self._reply(Status.BAD_LENGTH)
             return True
-        if len(self._in) < 5 + length:
+        if len(self._in) < HEAD_BYTES + length + 1:
             return False
-        frame = bytes(self._in[1:4 + length])
-        crc = self._in[4 + length]
-        del self._in[:5 + length]
-        if FRAME_CRC.compute(frame) != crc:
+        body = bytes(self._in[1:HEAD_BYTES + length])
+        crc = self._in[HEAD_BYTES + length]
+        del self._in[:HEAD_BYTES + length + 1]
+        if crc8(body) != crc:
             self._reply(Status.BAD_CRC)
             return True
-        try:
-            opcode = Opcode(frame[0])
-        except ValueError:
-            self._reply(Status.UNKNOWN_OPCODE)
-            return True
-        self._handle(opcode, frame[3:])
+        self._handle(body[0], body[3:])
         return True
 
     def _reply(self, status: Status, payload: bytes = b"") -> None:
         if status != Status.OK:
             self._last_error = status
-        self._out += _frame(status, payload)
+        self._out += encode_response(status, payload)
 
-    def _handle(self, opcode: Opcode, payload: bytes) -> None:
-        cfg = self.config
+    def _handle(self, opcode: int, payload: bytes) -> None:
         handler = {
             Opcode.IDENTIFY: self._identify, Opcode.IMAGE_BEGIN: self._image_begin,
             Opcode.IMAGE_DATA: self._image_data, Opcode.IMAGE_END: self._image_end,
             Opcode.WRITE_INPUT: self._write_input, Opcode.START: self._start,
             Opcode.READ_RESULT: self._read_result, Opcode.READ_STATUS: self._read_status,
-        }[opcode]
-        no_payload = opcode not in (Opcode.IMAGE_DATA, Opcode.WRITE_INPUT)
-        if no_payload and payload:
+            Opcode.INFER: self._infer,
+        }.get(opcode)
+        if handler is None:
+            self._reply(Status.UNKNOWN_OPCODE)
+        elif no_payload(opcode) and payload:
             self._reply(Status.BAD_LENGTH)
-            return
-        if opcode == Opcode.WRITE_INPUT and len(payload) != -(-cfg.n_inputs // 8):
+        elif opcode == Opcode.IMAGE_DATA and not payload:
             self._reply(Status.BAD_LENGTH)
-            return
-        handler(payload)
+        elif (opcode in (Opcode.WRITE_INPUT, Opcode.INFER)
+              and len(payload) != input_length(self.config.n_inputs)):
+            self._reply(Status.BAD_LENGTH)
+        else:
+            handler(payload)
 
     def _identify(self, _):
-        cfg = self.config
-        payload = (cfg.identity.to_bytes(4, "little") + bytes([PROTOCOL_VERSION,
-                                                               len(cfg.layer_sizes)])
-                   + b"".join(n.to_bytes(2, "little") for n in cfg.layer_sizes)
-                   + cfg.lanes.to_bytes(2, "little") + cfg.samples.to_bytes(2, "little"))
-        self._reply(Status.OK, payload)
+        self._reply(Status.OK, encode_identify(self.config))
 
     def _image_begin(self, _):
         self._params = None
-        self._image = bytearray()
+        self._loader = _ImageLoader(self.config)
         self._reply(Status.OK)
 
-    def _abort_image(self, status: Status):
-        self._image = None
-        self._params = None
-        self._reply(status)
-
     def _image_data(self, payload: bytes):
-        from firmware.image import FORMAT_VERSION, HEADER_BYTES, MAGIC, image_bytes
-
-        if self._image is None:
+        if self._loader is None:
             self._reply(Status.IMAGE_NOT_BEGUN)
             return
-        self._image += payload
-        head = bytes(self._image[:HEADER_BYTES])
-        # Header fields are checked as soon as they have arrived, like a streaming device.
-        if len(head) >= 6 and (head[:4] != MAGIC
-                               or int.from_bytes(head[4:6], "little") != FORMAT_VERSION):
-            self._abort_image(Status.IMAGE_MAGIC)
-        elif len(head) >= 12 and int.from_bytes(head[8:12], "little") != self.config.identity:
-            self._abort_image(Status.IMAGE_CONFIG)
-        elif len(self._image) > image_bytes(self.config):
-            self._abort_image(Status.IMAGE_LENGTH)
-        else:
-            self._reply(Status.OK)
+        error = self._loader.feed(payload)
+        if error != Status.OK:
+            self._loader = None
+        self._reply(error)
 
     def _image_end(self, _):
-        from firmware.image import ImageError, read_image
-
-        if self._image is None:
+        if self._loader is None:
             self._reply(Status.IMAGE_NOT_BEGUN)
             return
-        statuses = {"truncated": Status.IMAGE_LENGTH, "length": Status.IMAGE_LENGTH,
-                    "crc": Status.IMAGE_CRC, "magic": Status.IMAGE_MAGIC,
-                    "version": Status.IMAGE_MAGIC, "config": Status.IMAGE_CONFIG,
-                    "content": Status.IMAGE_CRC}
-        try:
-            params = read_image(bytes(self._image), self.config)
-        except ImageError as e:
-            self._abort_image(statuses[e.reason])
+        loader, self._loader = self._loader, None
+        if not loader.complete:
+            self._reply(Status.IMAGE_LENGTH)
             return
-        self._image = None
-        self._params = params
-        self._states = np.asarray(params.seeds, dtype=np.int64)
+        self._params = loader.params()
+        self._states = np.asarray(self._params.seeds, dtype=np.int64)
         self._reply(Status.OK)
 
     def _write_input(self, payload: bytes):
-        bits = np.unpackbits(np.frombuffer(payload, np.uint8), bitorder="little")
-        self._input = np.where(bits[:self.config.n_inputs] != 0, 1, -1).astype(np.int64)
+        self._input = np.asarray(unpack_input(payload, self.config.n_inputs), dtype=np.int64)
         self._reply(Status.OK)
+
+    def _infer(self, payload: bytes):
+        if self._params is None:
+            self._reply(Status.NO_IMAGE)
+            return
+        self._input = np.asarray(unpack_input(payload, self.config.n_inputs), dtype=np.int64)
+        self._run()
+        self._reply(Status.OK, encode_compact(self.config.n_classes, decode_result(
+            self.config.n_classes, score_bytes(self.config), self._result)))
 
     def _start(self, _):
         if self._params is None:
@@ -317,23 +316,21 @@ class ModelTransport(Transport):
         if self._input is None:
             self._reply(Status.NO_INPUT)
             return
+        self._run()
+        self._reply(Status.OK)
+
+    def _run(self):
         from model.golden import run
 
         cfg = self.config
         result = run(self._params, self._input[None, :], states=self._states, trace=False)
         self._states = np.asarray(result.final_states, dtype=np.int64)
-        score_bytes = -(-cfg.score_bits // 8)
-        scores = np.asarray(result.scores).reshape(-1)
-        votes = np.asarray(result.votes).reshape(-1)
-        cls = int(np.asarray(result.cls).reshape(-1)[0])
-        payload = bytes([cls])
-        for c in range(cfg.n_classes):
-            payload += int(scores[c]).to_bytes(score_bytes, "little", signed=True)
-            payload += int(votes[c]).to_bytes(2, "little")
-        payload += (cfg.samples * cfg.ideal_cycles_per_sample).to_bytes(4, "little")
-        self._result = payload
+        self._result = encode_result(cfg.n_classes, score_bytes(cfg), InferenceResult(
+            int(np.asarray(result.cls).reshape(-1)[0]),
+            tuple(int(v) for v in np.asarray(result.scores).reshape(-1)),
+            tuple(int(v) for v in np.asarray(result.votes).reshape(-1)),
+            cfg.samples * cfg.ideal_cycles_per_sample))
         self._inferences += 1
-        self._reply(Status.OK)
 
     def _read_result(self, _):
         if self._result is None:
@@ -342,7 +339,96 @@ class ModelTransport(Transport):
         self._reply(Status.OK, self._result)
 
     def _read_status(self, _):
-        payload = bytes([DeviceState.LOADING.value if self._image is not None
-                         else DeviceState.IDLE.value, int(self._params is not None),
-                         self._last_error.value]) + self._inferences.to_bytes(4, "little")
-        self._reply(Status.OK, payload)
+        state = DeviceState.LOADING if self._loader is not None else DeviceState.IDLE
+        self._reply(Status.OK, encode_status(state, self._params is not None,
+                                             self._last_error, self._inferences))
+
+
+class _ImageLoader:
+    """The device's image loader, byte by byte (the model of `hw/host.py`'s loader)."""
+
+    def __init__(self, config: NSMConfig):
+        from firmware.image_format import (body_length, encode_header, image_sections,
+                                           word_bytes)
+
+        self.config = config
+        self.header = encode_header(config)
+        self.body_end = len(self.header) + body_length(config)
+        self.sections = [(name, words, bits, word_bytes(bits))
+                         for name, words, bits in image_sections(config)]
+        self.data = bytearray()
+        self.position = 0
+        self.data_length = 0
+        self.content_bad = False
+        self.crc = 0
+
+    @property
+    def crc_at(self) -> int:
+        return self.body_end + self.data_length
+
+    @property
+    def complete(self) -> bool:
+        return self.position == self.crc_at + CRC_BYTES
+
+    def feed(self, payload: bytes) -> Status:
+        from firmware.image_format import FIELD_OFFSETS, header_status
+
+        data_at = FIELD_OFFSETS["data_length"][0]
+        for byte in payload:
+            pos = self.position
+            self.position += 1
+            if pos < len(self.header):
+                if pos == data_at:
+                    self.data_length = byte
+                elif pos == data_at + 1:
+                    self.data_length |= byte << 8
+                status = header_status(pos)
+                if status is not None and byte != self.header[pos]:
+                    return status
+            elif pos < self.crc_at + CRC_BYTES and pos >= self.crc_at:
+                # The device checks the whole trailer at its last byte.
+                if pos == self.crc_at:
+                    self.crc = image_crc(bytes(self.data))
+                    self.trailer = bytearray()
+                self.trailer.append(byte)
+                if pos == self.crc_at + CRC_BYTES - 1:
+                    if int.from_bytes(self.trailer, "little") != self.crc:
+                        return Status.IMAGE_CRC
+                    if self.content_bad:
+                        return Status.IMAGE_CONTENT
+                continue
+            elif pos >= self.crc_at + CRC_BYTES:
+                return Status.IMAGE_LENGTH
+            self.data.append(byte)
+            if len(self.header) <= pos < self.body_end:
+                self._word_check(pos - len(self.header))
+        return Status.OK
+
+    def _word_check(self, offset: int) -> None:
+        """At the last byte of a word: the device's content checks."""
+        cfg = self.config
+        for name, words, bits, nbytes in self.sections:
+            if offset >= words * nbytes:
+                offset -= words * nbytes
+                continue
+            if offset % nbytes != nbytes - 1:
+                return
+            start = len(self.data) - nbytes
+            word = int.from_bytes(self.data[start:], "little")
+            bad = word >> bits != 0
+            if name == "weights":
+                w = cfg.weight_bits
+                bad |= any(word >> (k * w) & ((1 << w) - 1) == 1 << (w - 1)
+                           for k in range(cfg.lanes))
+            if name == "seeds":
+                bad |= word & ((1 << bits) - 1) == 0
+            self.content_bad |= bad
+            return
+
+    def params(self):
+        """The parameters the device now holds, as the golden model takes them: lanes past a
+        layer's neurons are dropped (the device computes them but never uses them)."""
+        from firmware.image import decode_body
+
+        body = bytes(self.data[len(self.header):self.body_end])
+        return decode_body(self.config, body, None, unused_lanes="ignore")

@@ -1,0 +1,107 @@
+"""The wire modules (firmware/frames.py, firmware/image_format.py): plain Python, one codec."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from firmware import frames
+from firmware.frames import FrameError, Opcode, Status
+from model.config import NSMConfig, digits_config
+
+CONFIG = NSMConfig(layer_sizes=(10, 5, 3), lanes=3, weight_bits=5, a_bits=7, a_frac=3,
+                   bias_bits=9, lfsr_width=7, samples=4)
+
+
+def test_firmware_and_tools_import_no_amaranth():
+    code = ("import sys, firmware.frames, firmware.image_format, firmware.image, "
+            "firmware.doc_examples, tools.client, tools.transport; "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('amaranth', 'hw', 'sim'));"
+            "print(bad); sys.exit(1 if bad else 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_crc8_is_the_gateware_crc():
+    from hw.protocol import FRAME_CRC
+
+    data = bytes(range(256)) * 3
+    for n in (0, 1, 5, 257, len(data)):
+        assert frames.crc8(data[:n]) == FRAME_CRC.compute(data[:n])
+
+
+def test_request_and_response_frames():
+    frame = frames.encode_request(Opcode.WRITE_INPUT, b"\x01\x02")
+    assert frame[:4] == bytes([0x5A, 0x05, 2, 0]) and frame[-1] == frames.crc8(frame[1:-1])
+    assert frames.encode_request(0x7E)[1] == 0x7E
+    response = frames.encode_response(Status.BUSY, b"xy")
+    assert frames.decode_response(response) == frames.Response(Status.BUSY, b"xy")
+    assert frames.parse_responses(response * 2) == [frames.Response(Status.BUSY, b"xy")] * 2
+    damaged = bytearray(response)
+    damaged[4] ^= 1
+    with pytest.raises(FrameError, match="^response checksum "):
+        frames.decode_response(bytes(damaged))
+    with pytest.raises(FrameError, match="^byte 0x5a where a response sync"):
+        frames.ResponseParser().feed(b"\x5a")
+    with pytest.raises(FrameError, match="^response length 257 exceeds MAX_PAYLOAD=256$"):
+        frames.response_length(bytes([0xA5, 0, 0x01, 0x01]))
+    with pytest.raises(ValueError, match="^payload of 257 bytes exceeds MAX_PAYLOAD=256$"):
+        frames.encode_request(Opcode.IMAGE_DATA, bytes(257))
+
+
+def test_payload_round_trips():
+    ident = frames.decode_identify(frames.encode_identify(CONFIG))
+    assert (ident.identity, ident.layer_sizes, ident.lanes, ident.samples, ident.score_bytes) == (
+        CONFIG.identity, CONFIG.layer_sizes, CONFIG.lanes, CONFIG.samples,
+        frames.score_bytes(CONFIG))
+    status = frames.encode_status(frames.DeviceState.RUNNING, True, Status.BUSY, 70000)
+    assert frames.decode_status(status) == frames.DeviceStatus(
+        frames.DeviceState.RUNNING, True, Status.BUSY, 70000)
+    nscore = frames.score_bytes(CONFIG)
+    result = frames.InferenceResult(2, (-300, 5, 2 ** (8 * nscore - 1) - 1), (1, 0, 3), 0xC0DE)
+    payload = frames.encode_result(3, nscore, result)
+    assert len(payload) == frames.result_length(CONFIG)
+    assert frames.decode_result(3, nscore, payload) == result
+    compact = frames.CompactResult(1, (0, 4, 0))
+    assert frames.decode_compact(3, frames.encode_compact(3, compact)) == compact
+    with pytest.raises(FrameError, match="^READ_RESULT: payload of 3 bytes"):
+        frames.decode_result(3, nscore, b"abc")
+
+
+def test_identify_of_another_protocol_version_is_refused():
+    payload = bytearray(frames.encode_identify(CONFIG))
+    payload[4] = 1
+    with pytest.raises(FrameError, match="^IDENTIFY: the device speaks protocol version 1, "
+                                         "this tool version 2$"):
+        frames.decode_identify(bytes(payload))
+
+
+def test_input_packing():
+    z = [-1] * 20
+    for j in (0, 9, 19):
+        z[j] = 1
+    packed = frames.pack_input(z, 20)
+    assert packed == bytes([0x01, 0x02, 0x08])
+    assert frames.unpack_input(packed, 20) == z
+    with pytest.raises(ValueError, match="^input values must be -1 or [+]1$"):
+        frames.pack_input([0] * 20, 20)
+
+
+def test_stream_window_fits_the_receive_buffer():
+    for n_inputs in (1, 256, 784, 2048):
+        w = frames.stream_window(n_inputs)
+        frame = frames.input_length(n_inputs) + frames.HEAD_BYTES + 1
+        assert (w - 1) * frame <= frames.RX_BUFFER_BYTES < w * frame
+    assert frames.stream_window(digits_config().n_inputs) == 14
+
+
+def test_header_statuses_cover_every_header_byte():
+    from firmware.image_format import HEADER_BYTES, header_field, header_status
+
+    fields = [header_field(i) for i in range(HEADER_BYTES + 4)]
+    assert fields[:4] == ["magic"] * 4 and fields[16:18] == ["data_length"] * 2
+    assert fields[18:] == ["layer_sizes"] * 4
+    assert header_status(7) == Status.IMAGE_MAGIC and header_status(16) is None
+    assert header_status(12) == Status.IMAGE_LENGTH and header_status(20) == Status.IMAGE_CONFIG
