@@ -137,7 +137,7 @@ def _ulx3s_85f():
 
 
 # clock_mhz: the default PLL output, below the Fmax nextpnr reports for the digits design
-# (22.68 MHz on the UP5K, 58.25 MHz on the ECP5-85F, docs/hardware.md) by more than
+# (22.21 MHz on the UP5K, 56.46 MHz on the ECP5-85F at these clocks, docs/hardware.md) by more than
 # TIMING_MARGIN, which nextpnr's run-to-run spread of a few percent needs.
 BOARDS = {
     "icebreaker": dict(platform=_icebreaker, family="ice40", programmer="iceprog",
