@@ -12,7 +12,8 @@ Sections, in order (`--list` prints them), each printing as it goes:
 - mnist: the paper's MNIST tables, quantized/golden/RTL figures, uncertainty (bench/mnist_bench.py)
 - cycles: cycles per inference against the ideal, measured on the simulated accelerator for the
   digits and the paper's network, with the inferences per second at each board's clock
-- boards: resources, clock and Fmax per board, from `python -m hw.build --board ...` reports in build/
+- boards: resources, clock and Fmax per board, from `python -m hw.build --board ...` reports in
+  build/
 
 Every section's figures go to `bench/results.json` (machine-readable: per section its date,
 command, seconds, exit code, figures and printed text) and `bench/RESULTS.md` is rendered from

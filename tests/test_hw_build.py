@@ -103,6 +103,22 @@ def test_board_bitstream_with_one_dsp_per_lane(board, bitstream, dsp_cell, confi
 
 
 @needs_nextpnr
+def test_board_build_at_a_clock_above_fmax_fails_timing(config_file, tmp_path, capsys):
+    """36 MHz on the UP5K, well above the small design's Fmax (about 28 MHz): nextpnr times it
+    at 36 MHz, the build says TIMING FAILS with the figures and exits 1."""
+    out = tmp_path / "icebreaker"
+    assert build.main(["--board", "icebreaker", "--config", str(config_file), "--out", str(out),
+                       "--clock-mhz", "36"]) == 1
+    report = json.loads((out / "report.json").read_text())
+    assert report["fits"] and not report["timing_met"]
+    assert report["clock_mhz"] == 36 and report["constraint_mhz"] == 36
+    assert report["fmax_mhz"] < 36 * (1 + build.TIMING_MARGIN)
+    assert (f"  TIMING FAILS: Fmax {report['fmax_mhz']:.2f} MHz is below the clock 36.00 MHz "
+            f"with its 5% margin (37.80 MHz); try a lower --clock-mhz"
+            in capsys.readouterr().out.split("\n"))
+
+
+@needs_nextpnr
 def test_board_build_that_does_not_fit_says_so_with_the_numbers(tmp_path, capsys):
     """12 lanes need 12 multipliers; the UP5K has 8 DSPs: exit 1, DOES NOT FIT with used/total."""
     big = NSMConfig.from_dict({**SMALL.to_dict(), "lanes": 12, "name": "small-12"})
