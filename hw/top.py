@@ -2,13 +2,14 @@
 
 `NSMAccelerator` is what the testbenches and the simulator harness drive: the compute engine
 and the host interface behind one UART, with the engine's trace port brought out for monitors.
-`NSMBoardTop` puts it on a board: the board's clock and reset, its UART pins, and LEDs for busy
-and image-valid.
+`NSMBoardTop` puts it on a board: the board's clock (through its PLL, `hw.pll`), its UART pins,
+and LEDs for busy and image-valid.
 """
 
 from amaranth.build import ResourceError
-from amaranth.hdl import Elaboratable, Module
+from amaranth.hdl import ClockDomain, Elaboratable, Module
 from amaranth.lib import io, wiring
+from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
@@ -18,6 +19,7 @@ from model.config import NSMConfig
 from .engine import NSMEngine
 from .host import HostInterface
 from .interfaces import TraceLayout
+from .pll import ECP5PLL, ICE40PLL, ECP5PLLParams, ICE40PLLParams
 from .uart import UARTReceiver, UARTTransmitter, uart_divisor
 
 __all__ = ["NSMAccelerator", "NSMBoardTop"]
@@ -64,18 +66,28 @@ class NSMAccelerator(wiring.Component):
 
 
 class NSMBoardTop(Elaboratable):
-    """The accelerator on a board with a UART resource; `baud` sets the divisor from the
-    platform's default clock."""
+    """The accelerator on a board with a UART resource. With `pll` (the parameters of
+    `hw.pll` for the board's oscillator) the `sync` domain runs from the PLL's output, held in
+    reset until the PLL locks; without it, from the oscillator. `baud` sets the UART divisor
+    from that clock, `clock_hz`."""
 
-    def __init__(self, config: NSMConfig, baud: int = DEFAULT_BAUD):
+    def __init__(self, config: NSMConfig, baud: int = DEFAULT_BAUD,
+                 pll: ICE40PLLParams | ECP5PLLParams | None = None):
         self.config = config
         self.baud = baud
+        self.pll = pll
+
+    def clock_hz(self, platform):
+        """The frequency the design runs at: the PLL's output, exactly, or the oscillator's."""
+        return self.pll.out_hz if self.pll is not None else platform.default_clk_frequency
 
     def baud_divisor(self, platform) -> int:
-        return uart_divisor(platform.default_clk_frequency, self.baud)
+        return uart_divisor(self.clock_hz(platform), self.baud)
 
     def elaborate(self, platform):
         m = Module()
+        if self.pll is not None:
+            self._pll_domain(m, platform)
         m.submodules.core = core = NSMAccelerator(self.config, self.baud_divisor(platform))
         # UART: the board's first serial port, through plain I/O buffers.
         uart = platform.request("uart", 0, dir="-")
@@ -91,3 +103,19 @@ class NSMBoardTop(Elaboratable):
             m.submodules[f"led{n}_buffer"] = buffer = io.Buffer("o", led)
             m.d.comb += buffer.o.eq(signal)
         return m
+
+    def _pll_domain(self, m, platform):
+        """`sync` from the PLL on the board's oscillator, in reset until the PLL locks."""
+        clk = platform.request(platform.default_clk, dir="-")
+        if isinstance(self.pll, ICE40PLLParams):
+            # The iCE40's PLL takes its reference from the clock pad itself.
+            m.submodules.pll = pll = ICE40PLL(self.pll, clk.io)
+        else:
+            m.submodules.clk_buffer = clk_buffer = io.Buffer("i", clk)
+            m.submodules.pll = pll = ECP5PLL(self.pll)
+            m.d.comb += pll.clk_in.eq(clk_buffer.i)
+        m.domains.sync = sync = ClockDomain("sync")
+        m.d.comb += sync.clk.eq(pll.clk_out)
+        m.submodules.reset_sync = ResetSynchronizer(~pll.locked, domain="sync")
+        # No constraint on `sync.clk` here: nextpnr derives it from the oscillator pin's through
+        # the PLL's dividers (hw.build checks that it did).

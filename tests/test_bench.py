@@ -25,6 +25,30 @@ def test_only_some_sections_keeps_the_others_results(tmp_path):
     assert results["command"] == f"python -m bench --only boards --out {out}"
 
 
+def test_board_table_gives_inferences_per_second_at_the_clock_not_at_fmax(tmp_path,
+                                                                           monkeypatch):
+    import bench.__main__ as bench_main
+    from hw.engine import NSMEngine
+    from model.config import digits_config
+    config = digits_config()
+    report = {"board": "icebreaker", "config": config.describe(),
+              "config_json": config.to_dict(), "resources": {}, "clock_mhz": 18.0,
+              "fmax_mhz": 22.21, "timing_met": True}
+    (tmp_path / "build" / "icebreaker" / "digits").mkdir(parents=True)
+    (tmp_path / "build" / "icebreaker" / "digits" / "report.json").write_text(json.dumps(report))
+    monkeypatch.setattr(bench_main, "ROOT", tmp_path)
+    text, reports = bench_main._board_table()
+    cycles = NSMEngine.cycles_per_inference(config)
+    assert reports == [report]
+    assert text.splitlines()[-1].endswith(f"| 18.0 | 22.21 | True | {18e6 / cycles:.0f} |")
+
+
+def test_main_job_board_entry_is_at_the_clock_not_at_fmax():
+    from tools.main import board_entry
+    entry = board_entry({"clock_mhz": 18.0, "fmax_mhz": 22.21}, 147406)
+    assert entry == {"clock_mhz": 18.0, "fmax_mhz": 22.21, "inferences_per_s": 18e6 / 147406}
+
+
 def test_a_failing_section_is_recorded_and_fails_the_run(tmp_path, monkeypatch):
     script = tmp_path / "failing_bench.py"
     script.write_text("import sys\nprint('half a table')\nsys.exit(3)\n")

@@ -90,9 +90,32 @@ def test_board_bitstream_with_one_dsp_per_lane(board, bitstream, dsp_cell, confi
     report = json.loads((out / "report.json").read_text())
     assert (out / bitstream).stat().st_size > 0
     assert report["fits"] and report["timing_met"] and not report["errors"]
+    # The bitstream runs at the board's default PLL clock, the clock nextpnr checked, with the
+    # margin; the UART divisor and the inferences/s are those of that clock.
+    clock_mhz = build.BOARDS[board]["clock_mhz"]
+    assert report["clock_mhz"] == clock_mhz and report["constraint_mhz"] == clock_mhz
+    assert report["fmax_mhz"] >= clock_mhz * (1 + build.TIMING_MARGIN)
+    assert report["baud_divisor"] == round(clock_mhz * 1e6 / report["baud"])
+    assert report["inferences_per_s"] == clock_mhz * 1e6 / report["cycles_per_inference"]
     assert report["resources"][dsp_cell]["used"] == SMALL.lanes
     assert NSMConfig.from_dict(report["config_json"]) == SMALL
     assert f"Fmax {report['fmax_mhz']:.2f} MHz" in capsys.readouterr().out
+
+
+@needs_nextpnr
+def test_board_build_at_a_clock_above_fmax_fails_timing(config_file, tmp_path, capsys):
+    """36 MHz on the UP5K, well above the small design's Fmax (about 28 MHz): nextpnr times it
+    at 36 MHz, the build says TIMING FAILS with the figures and exits 1."""
+    out = tmp_path / "icebreaker"
+    assert build.main(["--board", "icebreaker", "--config", str(config_file), "--out", str(out),
+                       "--clock-mhz", "36"]) == 1
+    report = json.loads((out / "report.json").read_text())
+    assert report["fits"] and not report["timing_met"]
+    assert report["clock_mhz"] == 36 and report["constraint_mhz"] == 36
+    assert report["fmax_mhz"] < 36 * (1 + build.TIMING_MARGIN)
+    assert (f"  TIMING FAILS: Fmax {report['fmax_mhz']:.2f} MHz is below the clock 36.00 MHz "
+            f"with its 5% margin (37.80 MHz); try a lower --clock-mhz"
+            in capsys.readouterr().out.split("\n"))
 
 
 @needs_nextpnr
@@ -116,7 +139,7 @@ def test_cli_help_lists_the_options():
     out = subprocess.run([sys.executable, "-m", "hw.build", "--help"], capture_output=True,
                          text=True, check=True).stdout
     for option in ("--config", "--lanes", "--weight-bits", "--baud-divisor", "--board",
-                   "--program", "--out", "--check"):
+                   "--program", "--out", "--check", "--clock-mhz"):
         assert option in out, option
     assert "icebreaker" in out and "ulx3s-85f" in out
 
@@ -210,13 +233,17 @@ def test_nextpnr_report_parsing():
            "Info: \t         ICESTORM_LC:  4321/  5280    81%\n"
            "Info: \t        ICESTORM_RAM:    12/    30    40%\n"
            "Info: \t        ICESTORM_DSP:     8/     8   100%\n"
-           "Info: Max frequency for clock 'clk': 20.10 MHz (PASS at 12.00 MHz)\n"
-           "Info: Max frequency for clock 'clk': 23.45 MHz (PASS at 12.00 MHz)\n")
+           "Info: Max frequency for clock 'clk': 20.10 MHz (PASS at 18.00 MHz)\n"
+           "Info: Max frequency for clock 'clk': 23.45 MHz (PASS at 18.00 MHz)\n")
     report = build._parse_nextpnr(log, "ice40")
     assert report == {"resources": {"ICESTORM_LC": {"used": 4321, "total": 5280},
                                     "ICESTORM_RAM": {"used": 12, "total": 30},
                                     "ICESTORM_DSP": {"used": 8, "total": 8}},
-                      "fmax_mhz": 23.45}
+                      "fmax_mhz": 23.45, "constraint_mhz": 18.0}
+    # Of two clocks, the slower one's final figure, and the constraint it was checked against.
+    log += "Info: Max frequency for clock 'clk12': 14.20 MHz (FAIL at 24.00 MHz)\n"
+    assert build._parse_nextpnr(log, "ice40")["fmax_mhz"] == 14.2
+    assert build._parse_nextpnr(log, "ice40")["constraint_mhz"] == 24.0
 
 
 def test_default_config_is_the_digits_network():
