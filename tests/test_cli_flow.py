@@ -6,6 +6,7 @@ import csv
 import gzip
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -183,3 +184,51 @@ def test_quantize_sets_any_configuration_field(run, tmp_path, capsys):
     assert e.value.code == 2
     assert capsys.readouterr().err.endswith(
         "error: bad configuration: bogus: unknown configuration field\n")
+
+
+def test_infer_with_the_image_alone_uses_the_data_description_it_carries(tmp_path, capsys):
+    from firmware.image import write_image
+    params = QuantizedNSM.random(digits_config(), np.random.default_rng(4)).replace(
+        data=data_spec("digits", "thermometer", 4))
+    image = tmp_path / "d.nsmi"
+    image.write_bytes(write_image(params))
+    _idx(tmp_path / "t10k-images-idx3-ubyte.gz", np.zeros((3, 28, 28), np.uint8), 0x08)
+    _idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.zeros(3, np.uint8), 0x08)
+    assert tools.nsm.main(["infer", "--model-device", "--image", str(image), "--data-dir",
+                           str(tmp_path), "-q"]) == 1
+    assert capsys.readouterr().err.endswith(
+        "images of 784 pixels, the model expects 64 (digits, 64 pixels, thermometer/4, 10 "
+        "classes)\n")
+
+
+MNIST_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "mnist"
+
+
+@pytest.fixture(scope="module")
+def paper_images(tmp_path_factory):
+    """Images of the paper's network, one that says it was trained on fashion-mnist and one on
+    mnist (same pixels, same encoding: only the labels tell the data sets apart)."""
+    from firmware.image import write_image
+    from model.config import paper_config
+    root = tmp_path_factory.mktemp("784")
+    params = QuantizedNSM.random(paper_config(), np.random.default_rng(5))
+    images = {}
+    for name in ("fashion-mnist", "mnist"):
+        images[name] = root / f"{name}.nsmi"
+        images[name].write_bytes(write_image(params.replace(data=data_spec(name, "threshold"))))
+    return images
+
+
+def test_infer_refuses_mnist_test_images_for_a_fashion_model(paper_images, capsys):
+    assert MNIST_DIR.is_dir(), f"the shared MNIST copy is missing: {MNIST_DIR}"
+    assert tools.nsm.main(["infer", "--model-device", "--image",
+                           str(paper_images["fashion-mnist"]), "--data-dir", str(MNIST_DIR),
+                           "--limit", "2", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("nsm: error: IDX ") and err.endswith(
+        ": these are the mnist test images, the model was trained on fashion-mnist "
+        "(fashion-mnist, 784 pixels, threshold, 10 classes)\n")
+    assert tools.nsm.main(["infer", "--model-device", "--image", str(paper_images["mnist"]),
+                           "--data-dir", str(MNIST_DIR), "--limit", "2", "-q",
+                           "--show", "0"]) == 0
+    assert "/2) on IDX " in capsys.readouterr().out

@@ -186,6 +186,10 @@ def load_data_for(spec: DataSpec, data_dir: Path | None = None, dataset: str | N
         y_test = read_idx(label_path).astype(np.int64)
         source = f"IDX {image_path}"
     spec.check_pixels(x_test.shape[1], source)
+    known = nsm_data.identify_test_set(y_test)
+    if known is not None and known != spec.dataset:
+        raise DataSpecError(f"{source}: these are the {known} test images, the model was "
+                            f"trained on {spec.dataset} ({spec.describe()})")
     if len(y_test) != len(x_test):
         raise DataSpecError(f"{source}: {len(y_test)} labels for {len(x_test)} images")
     if len(y_test) and (y_test.min() < 0 or y_test.max() >= spec.n_classes):
