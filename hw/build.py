@@ -187,9 +187,6 @@ def _toolchain_env() -> dict:
     bindir = str(Path(sys.executable).parent)
     env = {k: v for k, v in _TOOL_ENV.items()}
     env["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
-    # The ULX3S platform looks for openFPGALoader even when not programming.
-    # Not used to build (do_program=False): any existing command satisfies the check.
-    env.setdefault("OPENFPGALOADER", shutil.which("openFPGALoader") or "true")
     return env
 
 
@@ -220,8 +217,8 @@ def build_board(config: NSMConfig, board: str, build_dir, *, baud: int = DEFAULT
     top = NSMBoardTop(config, baud, pll=pll)
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
-    old_env = dict(os.environ)
-    os.environ.update(_toolchain_env())
+    # The toolchain's environment goes to the build script alone; this process's stays as it is.
+    env = {**os.environ, **_toolchain_env()}
     stack_soft, stack_hard = resource.getrlimit(resource.RLIMIT_STACK)
     error = None
     try:
@@ -244,13 +241,11 @@ def build_board(config: NSMConfig, board: str, build_dir, *, baud: int = DEFAULT
         # AUTONAME pass on the digits design ("Bus error", exit 135): the toolchain runs with the
         # stack limit raised to the hard limit (subprocesses inherit it).
         resource.setrlimit(resource.RLIMIT_STACK, (stack_hard, stack_hard))
-        platform.build(top, name=BOARD_TOP, build_dir=str(build_dir),
-                       do_program=False, **kwargs)
+        plan = platform.prepare(top, name=BOARD_TOP, **kwargs)
+        plan.execute_local(str(build_dir), env=env)
     except subprocess.CalledProcessError as e:
         error = f"the toolchain failed (exit {e.returncode})"
     finally:
-        os.environ.clear()
-        os.environ.update(old_env)
         resource.setrlimit(resource.RLIMIT_STACK, (stack_soft, stack_hard))
     report = _parse_nextpnr(_read(build_dir / f"{BOARD_TOP}.tim"), spec["family"])
     nextpnr_errors = re.findall(r"^ERROR: (.*)$", _read(build_dir / f"{BOARD_TOP}.tim"), re.M)

