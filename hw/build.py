@@ -32,8 +32,8 @@ from model.config import ConfigError, NSMConfig, digits_config
 from .top import NSMAccelerator, NSMBoardTop
 from .uart import uart_divisor
 
-__all__ = ["write_verilog", "lint_verilog", "count_multipliers", "build_board", "BOARDS",
-           "program_command", "missing_programmer", "missing_toolchain", "ToolchainError",
+__all__ = ["write_verilog", "lint_verilog", "LintError", "count_multipliers", "build_board",
+           "BOARDS", "program_command", "missing_programmer", "missing_toolchain", "ToolchainError",
            "ProgrammingError", "board_pll", "TIMING_MARGIN", "main"]
 
 # Module name of the bare core in the written Verilog (the testbenches' toplevel).
@@ -90,12 +90,24 @@ def lint_command(verilog_path, top: str = CORE_MODULE) -> list[str]:
             *[f"-Wno-{w}" for w in LINT_WAIVERS], str(verilog_path)]
 
 
+class LintError(RuntimeError):
+    """Verilator found something; the message names the first finding, `output` has all."""
+
+    def __init__(self, message: str, output: str):
+        super().__init__(message)
+        self.output = output
+
+
 def lint_verilog(verilog_path, top: str = CORE_MODULE) -> str:
     """Verilator lint with `LINT_WAIVERS`; returns its output, raises RuntimeError on a finding."""
     result = subprocess.run(lint_command(verilog_path, top), env=_verilator_env(),
                             capture_output=True, text=True)
     if result.returncode != 0:
-        raise RuntimeError(f"verilator lint of {verilog_path} failed:\n{result.stderr}")
+        findings = [line for line in result.stderr.splitlines()
+                    if line.startswith(("%Error", "%Warning")) and "Exiting due to" not in line]
+        first = findings[0] if findings else (result.stderr.strip().splitlines() or ["?"])[-1]
+        raise LintError(f"verilator lint of {verilog_path} failed with {len(findings)} "
+                        f"finding(s), the first: {first}", result.stderr)
     return result.stderr
 
 

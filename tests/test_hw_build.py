@@ -58,8 +58,26 @@ def test_lint_reports_a_real_finding(tmp_path):
     bad = tmp_path / "nsm_core.v"
     bad.write_text("module nsm_core(input wire a, output wire y);\n"
                    "  assign y = b;\nendmodule\n")
-    with pytest.raises(RuntimeError, match="verilator lint of .* failed"):
+    with pytest.raises(build.LintError, match="verilator lint of .* failed with 1 finding"):
         build.lint_verilog(bad)
+
+
+def test_check_reports_a_lint_finding_as_one_line(config_file, tmp_path, monkeypatch, capsys):
+    """hw.build --check on Verilog with a real finding: exit 1 and one line naming it."""
+    def bad_verilog(config, out_dir, **kwargs):
+        path = Path(out_dir) / "nsm_core.v"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("module nsm_core(input wire a, output wire y);\n"
+                        "  assign y = b;\nendmodule\n")
+        return path
+
+    monkeypatch.setattr(build, "write_verilog", bad_verilog)
+    out = tmp_path / "v"
+    assert build.main(["--config", str(config_file), "--out", str(out), "--check"]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"hw.build: verilator lint of {out / 'nsm_core.v'} failed with 1 finding(s), "
+                   f"the first: %Error: {out / 'nsm_core.v'}:2:14: Can't find definition of "
+                   f"variable: 'b'\n")
 
 
 @needs_yosys
