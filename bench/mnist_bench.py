@@ -90,6 +90,8 @@ def _args(argv):
                         "(default %(default)s)")
     p.add_argument("--skip-conv", action="store_true", help="leave out the conv table")
     p.add_argument("--skip-rtl", action="store_true", help="leave out the RTL comparison")
+    p.add_argument("--rtl-cached-only", action="store_true",
+                   help="report only the RTL sessions already computed (cached in --runs)")
     p.add_argument("--json", type=Path, default=None, help="write the figures to this file")
     p.add_argument("--plots", type=Path, default=ROOT / "bench" / "plots",
                    help="PNG directory (default %(default)s)")
@@ -295,10 +297,14 @@ def accelerator(args, out):
         # The RTL's sessions first: their golden values are what the RTL is compared with.
         first, _ = golden_sessions(q, x[:rtl_n], K, args.runs / "golden-mnist", size,
                                    args.jobs, pool)
+        (args.runs / "rtl").mkdir(parents=True, exist_ok=True)
+        sessions = _sessions(rtl_n, size)
+        if args.rtl_cached_only:
+            sessions = [(a, b) for a, b in sessions
+                        if _rtl_cache(q, x[a:b], args.runs / "rtl" / f"{a}-{b}.json")]
         rtl_tasks = [pool.apply_async(_rtl_job, (q, x[a:b], first[a:b], y[a:b],
                                                  args.runs / "rtl" / f"{a}-{b}.json"))
-                     for a, b in _sessions(rtl_n, size)]
-        (args.runs / "rtl").mkdir(parents=True, exist_ok=True)
+                     for a, b in sessions]
         logits, g_seconds = golden_sessions(q, x, K, args.runs / "golden-mnist", size,
                                             args.jobs, pool)
         ood_x = _fashion(args)
@@ -338,13 +344,21 @@ def _fashion(args):
     return datamod.encode_threshold(xf_te[:args.ood_images]).astype(np.int64)
 
 
-def rtl_cached(q, x, logits, y, path: Path):
-    """`_rtl`, cached in `path` (keyed by _key: the RTL's results for these inputs)."""
-    key = _key(q, x, q.config.samples)
+def _rtl_cache(q, x, path: Path):
+    """The cached RTL result of these inputs, or None."""
     if path.is_file():
         cached = json.loads(path.read_text())
-        if cached.get("key") == key:
+        if cached.get("key") == _key(q, x, q.config.samples):
             return cached["result"]
+    return None
+
+
+def rtl_cached(q, x, logits, y, path: Path):
+    """`_rtl`, cached in `path` (keyed by _key: the RTL's results for these inputs)."""
+    cached = _rtl_cache(q, x, path)
+    if cached is not None:
+        return cached
+    key = _key(q, x, q.config.samples)
     result = _rtl(q, x, logits, y)
     path.write_text(json.dumps({"key": key, "result": result}))
     return result
