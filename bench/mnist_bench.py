@@ -92,6 +92,9 @@ def _args(argv):
     p.add_argument("--skip-rtl", action="store_true", help="leave out the RTL comparison")
     p.add_argument("--rtl-cached-only", action="store_true",
                    help="report only the RTL sessions already computed (cached in --runs)")
+    p.add_argument("--rtl-wait", type=float, default=0.0,
+                   help="with --rtl-cached-only: wait up to this many seconds for the "
+                        "sessions (default %(default)s)")
     p.add_argument("--json", type=Path, default=None, help="write the figures to this file")
     p.add_argument("--plots", type=Path, default=ROOT / "bench" / "plots",
                    help="PNG directory (default %(default)s)")
@@ -300,6 +303,12 @@ def accelerator(args, out):
         (args.runs / "rtl").mkdir(parents=True, exist_ok=True)
         sessions = _sessions(rtl_n, size)
         if args.rtl_cached_only:
+            # Sessions computed by another process: wait up to --rtl-wait seconds for them.
+            deadline = time.monotonic() + args.rtl_wait
+            while time.monotonic() < deadline and not all(
+                    _rtl_cache(q, x[a:b], args.runs / "rtl" / f"{a}-{b}.json")
+                    for a, b in sessions):
+                time.sleep(10)
             sessions = [(a, b) for a, b in sessions
                         if _rtl_cache(q, x[a:b], args.runs / "rtl" / f"{a}-{b}.json")]
         rtl_tasks = [pool.apply_async(_rtl_job, (q, x[a:b], first[a:b], y[a:b],
