@@ -261,8 +261,8 @@ def _golden_job(q, x, k, path):
     return _golden_cached(q, x, k, path)
 
 
-def _rtl_job(q, x, logits, y, path):
-    return rtl_cached(q, x, logits, y, path)
+def _rtl_job(q, x, logits, y, path, executable=None):
+    return rtl_cached(q, x, logits, y, path, executable)
 
 
 def golden_sessions(q, x, k, folder: Path, size: int, jobs: int, pool=None):
@@ -362,18 +362,20 @@ def _rtl_cache(q, x, path: Path):
     return None
 
 
-def rtl_cached(q, x, logits, y, path: Path):
+def rtl_cached(q, x, logits, y, path: Path, executable=None):
     """`_rtl`, cached in `path` (keyed by _key: the RTL's results for these inputs)."""
     cached = _rtl_cache(q, x, path)
     if cached is not None:
         return cached
     key = _key(q, x, q.config.samples)
-    result = _rtl(q, x, logits, y)
+    result = _rtl(q, x, logits, y, executable)
     path.write_text(json.dumps({"key": key, "result": result}))
     return result
 
 
-def _rtl(q, x, logits, y):
+def _rtl(q, x, logits, y, executable=None):
+    """The RTL (Verilator harness `executable`, built for q's configuration when None) on
+    the images x after one image load, compared with the golden logits."""
     from firmware.image import write_image
     from sim.verilator import build_harness
     from tools.client import Device
@@ -383,13 +385,15 @@ def _rtl(q, x, logits, y):
     cfg = q.config
     scores, votes, cls = unc.votes_at(logits, cfg.samples)
     t = time.perf_counter()
-    build_harness(cfg, baud_divisor=8)
+    if executable is None:
+        executable = build_harness(cfg, baud_divisor=8)
     build_s = time.perf_counter() - t
     equal, cycles, rtl_cls = 0, [], []
     t = time.perf_counter()
     # A simulation of the 64-lane network runs at a fraction of real time, slower still on a
     # loaded machine: generous waits for each response and inference.
-    with Device(SimTransport(cfg, 8), timeout=600.0, infer_timeout=600.0) as device:
+    with Device(SimTransport(cfg, 8, executable=executable), timeout=600.0,
+                infer_timeout=600.0) as device:
         device.load_image(write_image(q))
         load_s = time.perf_counter() - t
         t = time.perf_counter()
