@@ -72,6 +72,8 @@ def _args(argv):
                    help="epochs of the binary STE baseline (default %(default)s)")
     p.add_argument("--conv-epochs", type=int, default=1,
                    help="epochs of each conv network (default %(default)s)")
+    p.add_argument("--conv-train", type=int, default=None,
+                   help="conv networks on the first N training images (default: all)")
     p.add_argument("--conv-test", type=int, default=1000,
                    help="test images of the conv networks' evaluation (default %(default)s)")
     p.add_argument("--golden-images", type=int, default=10000,
@@ -88,6 +90,11 @@ def _args(argv):
                         "(default %(default)s)")
     p.add_argument("--skip-conv", action="store_true", help="leave out the conv table")
     p.add_argument("--skip-rtl", action="store_true", help="leave out the RTL comparison")
+    p.add_argument("--rtl-cached-only", action="store_true",
+                   help="report only the RTL sessions already computed (cached in --runs)")
+    p.add_argument("--rtl-wait", type=float, default=0.0,
+                   help="with --rtl-cached-only: wait up to this many seconds for the "
+                        "sessions (default %(default)s)")
     p.add_argument("--json", type=Path, default=None, help="write the figures to this file")
     p.add_argument("--plots", type=Path, default=ROOT / "bench" / "plots",
                    help="PNG directory (default %(default)s)")
@@ -211,12 +218,14 @@ def conv(args, out):
     for label, kw in CONV_MODELS.items():
         opts = trainmod.recipe("mnist", "conv", data_dir=str(args.data_dir), seed=0,
                                epochs=args.conv_epochs, limit_test=args.conv_test,
+                               limit_train=args.conv_train,
                                out=str(args.runs / f"conv-{label.lower()}-s0"), **kw)
         m, reused = _run(opts)
         rows[label] = {"K": {k: _err(m["test_accuracy"][str(k)]) for k in KS},
                        "epochs": len(m["history"]), "seconds_per_epoch": _sec_per_epoch(m),
                        "reused": reused}
-    out["conv"] = {"rows": rows, "paper": PAPER_TABLE2, "test_images": args.conv_test}
+    out["conv"] = {"rows": rows, "paper": PAPER_TABLE2, "test_images": args.conv_test,
+                   "train_images": args.conv_train}
 
 
 def _key(q, x, k) -> str:
@@ -252,8 +261,8 @@ def _golden_job(q, x, k, path):
     return _golden_cached(q, x, k, path)
 
 
-def _rtl_job(q, x, logits, y, path):
-    return rtl_cached(q, x, logits, y, path)
+def _rtl_job(q, x, logits, y, path, executable=None):
+    return rtl_cached(q, x, logits, y, path, executable)
 
 
 def golden_sessions(q, x, k, folder: Path, size: int, jobs: int, pool=None):
@@ -291,10 +300,20 @@ def accelerator(args, out):
         # The RTL's sessions first: their golden values are what the RTL is compared with.
         first, _ = golden_sessions(q, x[:rtl_n], K, args.runs / "golden-mnist", size,
                                    args.jobs, pool)
+        (args.runs / "rtl").mkdir(parents=True, exist_ok=True)
+        sessions = _sessions(rtl_n, size)
+        if args.rtl_cached_only:
+            # Sessions computed by another process: wait up to --rtl-wait seconds for them.
+            deadline = time.monotonic() + args.rtl_wait
+            while time.monotonic() < deadline and not all(
+                    _rtl_cache(q, x[a:b], args.runs / "rtl" / f"{a}-{b}.json")
+                    for a, b in sessions):
+                time.sleep(10)
+            sessions = [(a, b) for a, b in sessions
+                        if _rtl_cache(q, x[a:b], args.runs / "rtl" / f"{a}-{b}.json")]
         rtl_tasks = [pool.apply_async(_rtl_job, (q, x[a:b], first[a:b], y[a:b],
                                                  args.runs / "rtl" / f"{a}-{b}.json"))
-                     for a, b in _sessions(rtl_n, size)]
-        (args.runs / "rtl").mkdir(parents=True, exist_ok=True)
+                     for a, b in sessions]
         logits, g_seconds = golden_sessions(q, x, K, args.runs / "golden-mnist", size,
                                             args.jobs, pool)
         ood_x = _fashion(args)
@@ -334,19 +353,29 @@ def _fashion(args):
     return datamod.encode_threshold(xf_te[:args.ood_images]).astype(np.int64)
 
 
-def rtl_cached(q, x, logits, y, path: Path):
-    """`_rtl`, cached in `path` (keyed by _key: the RTL's results for these inputs)."""
-    key = _key(q, x, q.config.samples)
+def _rtl_cache(q, x, path: Path):
+    """The cached RTL result of these inputs, or None."""
     if path.is_file():
         cached = json.loads(path.read_text())
-        if cached.get("key") == key:
+        if cached.get("key") == _key(q, x, q.config.samples):
             return cached["result"]
-    result = _rtl(q, x, logits, y)
+    return None
+
+
+def rtl_cached(q, x, logits, y, path: Path, executable=None):
+    """`_rtl`, cached in `path` (keyed by _key: the RTL's results for these inputs)."""
+    cached = _rtl_cache(q, x, path)
+    if cached is not None:
+        return cached
+    key = _key(q, x, q.config.samples)
+    result = _rtl(q, x, logits, y, executable)
     path.write_text(json.dumps({"key": key, "result": result}))
     return result
 
 
-def _rtl(q, x, logits, y):
+def _rtl(q, x, logits, y, executable=None):
+    """The RTL (Verilator harness `executable`, built for q's configuration when None) on
+    the images x after one image load, compared with the golden logits."""
     from firmware.image import write_image
     from sim.verilator import build_harness
     from tools.client import Device
@@ -356,13 +385,15 @@ def _rtl(q, x, logits, y):
     cfg = q.config
     scores, votes, cls = unc.votes_at(logits, cfg.samples)
     t = time.perf_counter()
-    build_harness(cfg, baud_divisor=8)
+    if executable is None:
+        executable = build_harness(cfg, baud_divisor=8)
     build_s = time.perf_counter() - t
     equal, cycles, rtl_cls = 0, [], []
     t = time.perf_counter()
     # A simulation of the 64-lane network runs at a fraction of real time, slower still on a
     # loaded machine: generous waits for each response and inference.
-    with Device(SimTransport(cfg, 8), timeout=600.0, infer_timeout=600.0) as device:
+    with Device(SimTransport(cfg, 8, executable=executable), timeout=600.0,
+                infer_timeout=600.0) as device:
         device.load_image(write_image(q))
         load_s = time.perf_counter() - t
         t = time.perf_counter()
@@ -467,7 +498,9 @@ def markdown(out) -> str:
                   f" (paper: bNSM scaled {PAPER_TABLE1['bNSM x0.1']} at K=100)"]
     if "conv" in out:
         c = out["conv"]
-        lines += ["", f"Conv 32c5-p2-64c5-p2-1024-10, first {c['test_images']} test images; "
+        lines += ["", f"Conv 32c5-p2-64c5-p2-1024-10, trained on "
+                  f"{c['train_images'] or 60000} images per epoch, first {c['test_images']} "
+                  f"test images; "
                   "test error %", "", "| model | epochs | K=1 | K=16 | K=100 | paper (Table 2, "
                   "200 epochs) | s/epoch |", "|---|---|---|---|---|---|---|"]
         for label, r in c["rows"].items():

@@ -20,8 +20,6 @@ import os
 
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DistributedSampler
 
 __all__ = ["init_from_env", "rank_and_world", "local_device", "wrap", "epoch_sampler",
            "shutdown"]
@@ -53,15 +51,20 @@ def local_device(device: torch.device) -> torch.device:
     return device
 
 
-def wrap(model: torch.nn.Module, device: torch.device) -> DistributedDataParallel:
+def wrap(model: torch.nn.Module, device: torch.device):
     """The model under DistributedDataParallel (gradients averaged over the processes)."""
+    # Imported here: single-process runs (and the CLI's start-up) do without it.
+    from torch.nn.parallel import DistributedDataParallel
+
     ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids)
 
 
-def epoch_sampler(n: int, seed: int) -> DistributedSampler:
+def epoch_sampler(n: int, seed: int):
     """This process's share of a seeded random permutation of n training images per epoch
-    (call set_epoch(epoch) first)."""
+    (a DistributedSampler; call set_epoch(epoch) first)."""
+    from torch.utils.data import DistributedSampler
+
     rank, world = rank_and_world()
     return DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True,
                               seed=seed, drop_last=False)
