@@ -219,7 +219,8 @@ def _render(results: dict, out: Path) -> str:
             lines.append(f"(not run yet: `python -m bench --only {name}`)\n")
             continue
         status = "" if sec["exit_code"] == 0 else f", **exited with {sec['exit_code']}**"
-        lines.append(f"`{sec['command']}` ({sec['date']}, {sec['seconds']:.0f} s{status})\n")
+        took = "" if sec["seconds"] is None else f", {sec['seconds']:.0f} s"
+        lines.append(f"`{sec['command']}` ({sec['date']}{took}{status})\n")
         lines.append(sec["text"])
     plots = out.parent / "plots"
     figures = sorted(plots.glob("*.png"))
