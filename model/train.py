@@ -548,6 +548,8 @@ _OPTION_OF = {"weight_bits": "--weight-bits", "p": "--p", "p_keep": "--p", "p_bi
 def _field_error(ap: argparse.ArgumentParser, error: Exception):
     """A field's ValueError ("field: problem") as the usage error of its option."""
     field, _, problem = str(error).partition(": ")
+    if field == "layer_sizes" and " inputs " in problem:     # the data set times its encoding
+        ap.error(f"argument --encoding/--levels: {problem}")
     if field in _OPTION_OF and problem:
         ap.error(f"argument {_OPTION_OF[field]}: {problem}")
     ap.error(str(error))
@@ -584,8 +586,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="StNN hidden layers with biases (the paper's StNN has none)")
     ap.add_argument("--activation", choices=("relu", "tanh"), default=d.activation,
                     help="float MLP activation")
-    ap.add_argument("--encoding", choices=datamod.ENCODINGS, default=d.encoding,
-                    help="pixels to +-1 inputs")
+    ap.add_argument("--encoding", choices=datamod.ENCODINGS, default=None,
+                    help=f"pixels to +-1 inputs (default: {d.encoding} on digits, threshold, "
+                         f"the paper's, on mnist and fashion-mnist)")
     ap.add_argument("--levels", type=int_at_least(1), default=d.levels,
                     help="thermometer levels")
     ap.add_argument("--epochs", type=int_at_least(0), default=d.epochs, help="training epochs")
@@ -675,7 +678,9 @@ def parse_args(argv=None) -> TrainOptions:
                             quantized_max_k=a.quantized_max_k,
                             quantized_noise=a.quantized_noise, lanes=a.lanes,
                             hidden=a.hidden, noise=a.noise, dist=a.dist, p=a.p,
-                            activation=a.activation, encoding=a.encoding, levels=a.levels,
+                            activation=a.activation, levels=a.levels,
+                            encoding=a.encoding or ("threshold" if a.dataset != "digits"
+                                                    else TrainOptions.encoding),
                             epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
                             weight_bits=a.weight_bits, eval_samples=a.eval_samples,
                             name=a.name, out=a.out, resume=a.resume,

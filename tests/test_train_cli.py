@@ -134,3 +134,20 @@ def test_plots_compare_runs(digits_run, tmp_path, capsys):
     assert plots_main([str(tmp_path / "empty")]) == 1
     assert f"error: {tmp_path / 'empty' / 'metrics.json'}: no metrics.json" in \
         capsys.readouterr().err
+
+
+@pytest.mark.parametrize("dataset, encoding", [("digits", "thermometer"), ("mnist", "threshold"),
+                                               ("fashion-mnist", "threshold")])
+def test_default_encoding_follows_the_data_set(dataset, encoding, tmp_path):
+    from model.train import parse_args
+    data_dir = [] if dataset == "digits" else ["--data-dir", str(tmp_path)]
+    assert parse_args(["--dataset", dataset, *data_dir]).encoding == encoding
+
+
+def test_inputs_the_device_cannot_take_name_the_encoding(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--dataset", "mnist", "--data-dir", str(tmp_path), "--encoding", "thermometer"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "python -m model.train: error: argument --encoding/--levels: 3136 inputs need a "
+        "WRITE_INPUT payload of 392 bytes, a frame holds 256 (at most 2048 inputs)")
