@@ -151,3 +151,15 @@ def test_inputs_the_device_cannot_take_name_the_encoding(tmp_path, capsys):
     assert capsys.readouterr().err.splitlines()[-1] == (
         "python -m model.train: error: argument --encoding/--levels: 3136 inputs need a "
         "WRITE_INPUT payload of 392 bytes, a frame holds 256 (at most 2048 inputs)")
+
+
+@pytest.mark.parametrize("dataset, noise", [("digits", "ideal"), ("mnist", "lfsr"),
+                                            ("fashion-mnist", "lfsr")])
+def test_quantized_evaluation_defaults_to_the_golden_model_on_the_large_sets(dataset, noise,
+                                                                             tmp_path):
+    from model.train import TrainOptions, parse_args
+    data_dir = [] if dataset == "digits" else ["--data-dir", str(tmp_path)]
+    assert parse_args(["--dataset", dataset, *data_dir]).quantized_noise == noise
+    assert TrainOptions(dataset=dataset).quantized_noise == noise
+    assert parse_args(["--dataset", dataset, *data_dir, "--quantized-noise", "ideal"]
+                      ).quantized_noise == "ideal"
