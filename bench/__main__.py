@@ -12,8 +12,9 @@ Sections, in order (`--list` prints them), each printing as it goes:
 - mnist: the paper's MNIST tables, quantized/golden/RTL figures, uncertainty (bench/mnist_bench.py)
 - cycles: cycles per inference against the ideal, measured on the simulated accelerator for the
   digits and the paper's network, with the inferences per second at each board's clock
-- boards: resources, clock and Fmax per board, from `python -m hw.build --board ...` reports in
-  build/
+- boards: resources, clock, Fmax, synapse-ops per clock and the fractions of the chip's bounds
+  per board build, from `python -m hw.build --board ...` reports in build/; the table also
+  replaces its block in docs/hardware.md (bench/hardware_table.py)
 
 Every section's figures go to `bench/results.json` (machine-readable: per section its date,
 command, seconds, exit code, figures and printed text) and `bench/RESULTS.md` is rendered from
@@ -117,29 +118,30 @@ def _cycles_table(board_reports: list[dict]) -> str:
 
 
 def _board_table() -> tuple[str, list[dict]]:
-    """Resource/clock/Fmax reports that `python -m hw.build --board ...` left in build/, with
-    the inferences per second that the verified cycle formula gives at the clock each bitstream
-    runs at (its PLL's)."""
-    from hw.engine import NSMEngine
+    """The table, and its rows, of the board builds that `python -m hw.build --board ...` left
+    in build/ (bench/hardware_table.py): resources, the clock each bitstream runs at (its
+    PLL's), the inferences/s that the verified cycle formula gives at that clock, synapse-ops
+    per clock and the fractions of the chip's bounds."""
+    from bench import hardware_table
     reports = [json.loads(p.read_text()) for p in sorted(ROOT.glob("build/*/*/report.json"))]
-    rows = ["| board | configuration | resources | clock (MHz) | Fmax (MHz) | timing met | "
-            "inferences/s at the clock |", "|---|---|---|---|---|---|---|"]
-    for rep in reports:
-        res = ", ".join(f"{k} {v['used']}/{v['total']}" for k, v in rep.get("resources",
-                                                                            {}).items()
-                        if v.get("used"))
-        config = _report_config(rep)
-        ips = (f"{rep['clock_mhz'] * 1e6 / NSMEngine.cycles_per_inference(config):.0f}"
-               if config and rep.get("clock_mhz") else "-")
-        rows.append(f"| {rep.get('board')} | {rep.get('config')} | {res} | "
-                    f"{rep.get('clock_mhz', '-')} | {rep.get('fmax_mhz')} | "
-                    f"{rep.get('timing_met', '-')} | {ips} |")
-    if not reports:
+    rows = [row for row in map(hardware_table.board_figures, reports) if row is not None]
+    if not rows:
         from hw.build import missing_toolchain
         needs = " (needs the [boards] extra)" if missing_toolchain() else ""
-        rows.append("| (none) | build them with `python -m hw.build --board icebreaker` and "
-                    f"`--board ulx3s-85f`{needs} | | | | | |")
-    return "\n".join(rows) + "\n", reports
+        return (f"(no board built: `python -m hw.build --board icebreaker` and "
+                f"`--board ulx3s-85f`{needs})\n", rows)
+    return hardware_table.render(rows), rows
+
+
+def _boards_section(doc: Path) -> tuple[str, list[dict] | None]:
+    """The boards section: its text and figures; the table also replaces the block of `doc`
+    (docs/hardware.md) when there is a build to show."""
+    from bench import hardware_table
+    text, rows = _board_table()
+    if rows:
+        hardware_table.replace_doc_block(doc, text)
+        text += f"\n(the table in {os.path.relpath(doc, ROOT)} rewritten)\n"
+    return text, rows or None
 
 
 # name -> (title, bench script or None for an in-process section, whether it takes --json)
@@ -165,6 +167,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="list the sections and exit")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS.md",
                    help="Markdown file for the results; results.json goes beside it")
+    p.add_argument("--hardware-doc", type=Path, default=ROOT / "docs" / "hardware.md",
+                   help="document whose board table the boards section rewrites")
     p.add_argument("--fashion-epochs", type=int, default=None,
                    help="Fashion-MNIST training epochs (default: bench/train_bench.py's)")
     p.add_argument("--fashion-limit", type=int, default=None,
@@ -189,10 +193,18 @@ def _run_section(name: str, args, plots: Path, reports: list[dict]) -> dict:
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     if script is None:
         t = time.monotonic()
-        text = _cycles_table(reports) if name == "cycles" else _board_table()[0]
+        figures, code = None, 0
+        if name == "cycles":
+            text = _cycles_table(reports)
+        else:
+            from bench.hardware_table import DocBlockError
+            try:
+                text, figures = _boards_section(args.hardware_doc)
+            except (DocBlockError, OSError) as e:
+                text, code = f"boards: {e}\n", 1
         return {"title": title, "date": started, "command": f"python -m bench --only {name}",
-                "seconds": round(time.monotonic() - t, 1), "exit_code": 0, "figures": None,
-                "text": text}
+                "seconds": round(time.monotonic() - t, 1), "exit_code": code,
+                "figures": figures, "text": text}
     script_args = _script_args(name, args, plots)
     figures = None
     with tempfile.TemporaryDirectory() as tmp:

@@ -14,7 +14,8 @@ def test_only_some_sections_keeps_the_others_results(tmp_path):
                                        "seconds": None, "exit_code": 0,
                                        "figures": {"ratio": 1.5}, "text": "golden table\n"}}}
     (tmp_path / "results.json").write_text(json.dumps(earlier))
-    assert main(["--only", "boards", "--out", str(out)]) == 0
+    assert main(["--only", "boards", "--out", str(out),
+                 "--hardware-doc", str(_doc_with_block(tmp_path))]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["sections"]["golden"] == earlier["sections"]["golden"]
     assert results["sections"]["boards"]["exit_code"] == 0
@@ -22,25 +23,78 @@ def test_only_some_sections_keeps_the_others_results(tmp_path):
     text = out.read_text()
     assert "golden table" in text and "(2026-01-01)" in text      # a run of unknown length
     assert "(not run yet: `python -m bench --only train`)" in text
-    assert results["command"] == f"python -m bench --only boards --out {out}"
+    assert results["command"].startswith(f"python -m bench --only boards --out {out} ")
 
 
-def test_board_table_gives_inferences_per_second_at_the_clock_not_at_fmax(tmp_path,
-                                                                           monkeypatch):
-    import bench.__main__ as bench_main
+def _doc_with_block(tmp_path):
+    from bench.hardware_table import BEGIN_MARK, END_MARK
+    doc = tmp_path / "hardware.md"
+    doc.write_text(f"# before\n{BEGIN_MARK}\nold table\n{END_MARK}\n# after\n")
+    return doc
+
+
+def _ice40_report(config):
+    return {"board": "icebreaker", "config": config.describe(), "config_json": config.to_dict(),
+            "resources": {"ICESTORM_LC": {"used": 5000, "total": 5280},
+                          "ICESTORM_RAM": {"used": 12, "total": 30},
+                          "ICESTORM_SPRAM": {"used": 2, "total": 4},
+                          "ICESTORM_DSP": {"used": 4, "total": 8}},
+            "clock_mhz": 18.0, "fmax_mhz": 22.21, "timing_met": True}
+
+
+def test_board_figures_at_the_clock_not_at_fmax_against_the_chips_bounds():
+    from bench.hardware_table import board_figures
     from hw.engine import NSMEngine
     from model.config import digits_config
     config = digits_config()
-    report = {"board": "icebreaker", "config": config.describe(),
-              "config_json": config.to_dict(), "resources": {}, "clock_mhz": 18.0,
-              "fmax_mhz": 22.21, "timing_met": True}
-    (tmp_path / "build" / "icebreaker" / "digits").mkdir(parents=True)
-    (tmp_path / "build" / "icebreaker" / "digits" / "report.json").write_text(json.dumps(report))
-    monkeypatch.setattr(bench_main, "ROOT", tmp_path)
-    text, reports = bench_main._board_table()
+    row = board_figures(_ice40_report(config))
     cycles = NSMEngine.cycles_per_inference(config)
-    assert reports == [report]
-    assert text.splitlines()[-1].endswith(f"| 18.0 | 22.21 | True | {18e6 / cycles:.0f} |")
+    ops = config.samples * config.synapses / cycles
+    assert row["inferences_per_s"] == 18e6 / cycles
+    assert row["synapse_ops_per_clock"] == ops
+    assert row["synapse_ops_per_clock_per_klut"] == 1000 * ops / 5000
+    # Every weight word is read once per sample; 30 EBRs and 4 SPRAMs deliver 16 bits each.
+    bits = config.samples * config.weight_words * config.weight_word_bits / cycles
+    assert row["ram_bits_per_clock"] == bits
+    assert row["chip_ram_bits_per_clock"] == 34 * 16
+    assert row["adder_floor_fraction"] == (4 * config.weight_bits + 2) / (5000 / ops)
+    assert (row["luts"], row["dsp"], row["ram_blocks"]) == (
+        5000, 4, {"ICESTORM_RAM": 12, "ICESTORM_SPRAM": 2})
+
+
+def test_boards_section_rewrites_only_the_docs_block(tmp_path, monkeypatch):
+    import bench.__main__ as bench_main
+    from model.config import digits_config
+    (tmp_path / "build" / "icebreaker" / "digits").mkdir(parents=True)
+    (tmp_path / "build" / "icebreaker" / "digits" / "report.json").write_text(
+        json.dumps(_ice40_report(digits_config())))
+    monkeypatch.setattr(bench_main, "ROOT", tmp_path)
+    doc = _doc_with_block(tmp_path)
+    text, rows = bench_main._boards_section(doc)
+    table = bench_main._board_table()[0]
+    assert len(rows) == 1 and table in text
+    new = doc.read_text()
+    assert new.startswith("# before\n") and new.endswith("# after\n")
+    assert table in new and "old table" not in new
+
+
+def test_boards_section_without_the_docs_block_fails_with_one_line(tmp_path, monkeypatch):
+    import bench.__main__ as bench_main
+    from model.config import digits_config
+    (tmp_path / "build" / "icebreaker" / "digits").mkdir(parents=True)
+    (tmp_path / "build" / "icebreaker" / "digits" / "report.json").write_text(
+        json.dumps(_ice40_report(digits_config())))
+    monkeypatch.setattr(bench_main, "ROOT", tmp_path)
+    doc = tmp_path / "plain.md"
+    doc.write_text("no block here\n")
+    out = tmp_path / "RESULTS.md"
+    assert bench_main.main(["--only", "boards", "--out", str(out),
+                            "--hardware-doc", str(doc)]) == 1
+    sec = json.loads((tmp_path / "results.json").read_text())["sections"]["boards"]
+    assert sec["exit_code"] == 1
+    assert sec["text"].startswith("boards: ") and "no block" in sec["text"]
+    assert sec["text"].count("\n") == 1
+    assert doc.read_text() == "no block here\n"
 
 
 def test_main_job_board_entry_is_at_the_clock_not_at_fmax():
