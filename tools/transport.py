@@ -4,7 +4,7 @@
 
 - `SerialTransport(port, baud)`: a board over a serial port (pyserial);
 - `SimTransport(config, baud_divisor)`: the Verilator simulation, a harness executable from
-  `sim.verilator.build_harness` whose stdin/stdout are the device's UART;
+  `hw.harness.build_harness` whose stdin/stdout are the device's UART;
 - `ModelTransport(config)`: a SOFTWARE MODEL of the device in pure Python (the golden model
   behind the protocol of `firmware/frames.py`), for fast tests of the client and dry runs.
 
@@ -110,14 +110,14 @@ _HARNESS_REPORT = re.compile(r"nsm_harness: (\d+) cycles simulated in [\d.]+ s, 
 class SimTransport(Transport):
     """The Verilator simulation of the device: the harness's stdin/stdout are its UART.
 
-    `executable` overrides the harness (otherwise `sim.verilator.build_harness` builds or
+    `executable` overrides the harness (otherwise `hw.harness.build_harness` builds or
     reuses it, which can take minutes the first time).
     """
 
     def __init__(self, config: NSMConfig, baud_divisor: int = 8, *,
                  executable: str | Path | None = None):
         if executable is None:
-            from sim.verilator import build_harness
+            from hw.harness import build_harness
 
             executable = build_harness(config, baud_divisor=baud_divisor)
         self.executable = Path(executable)
