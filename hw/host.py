@@ -399,7 +399,7 @@ class CommandExecutor(wiring.Component):
                 with m.If(last):
                     m.next = "IMAGE_CHECK"
             with m.State("IMAGE_CHECK"):
-                with m.If(self.loader.idle & (self.loader.error != Status.OK)):
+                with m.If(self.loader.error != Status.OK):       # final: the first failure
                     m.d.sync += flags["loading"].eq(0)      # nothing of it can become valid
                     respond(self.loader.error)
                 with m.Elif(self.loader.idle):
