@@ -136,3 +136,26 @@ def test_refusal_of_each_opcode_from_reset():
     assert frames.refusal(0x0A, 0, n, busy=False, **NONE_SET) == Status.UNKNOWN_OPCODE
     assert frames.refusal(Opcode.IMAGE_DATA, 0, n, busy=False, **NONE_SET) == Status.BAD_LENGTH
     assert frames.refusal(Opcode.WRITE_INPUT, 1, n, busy=False, **NONE_SET) == Status.BAD_LENGTH
+
+
+def test_the_precondition_table_of_the_protocol_doc_is_the_code_s():
+    """docs/protocol.md's table of preconditions, row by row, against frames.PRECONDITIONS."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text()
+    rows = text.split("| opcode | payload length | refused while busy | device state needed |")[1]
+    lengths = {"0": frames.PayloadRule.NONE, "1..256": frames.PayloadRule.SOME,
+               "`ceil(N_0 / 8)`": frames.PayloadRule.INPUT}
+    needs = {"a load begun (IMAGE_NOT_BEGUN)": "loading", "a valid image (NO_IMAGE)": "image",
+             "an input (NO_INPUT)": "input", "a finished inference (NO_INPUT)": "result"}
+    documented = {}
+    for line in rows.strip().splitlines()[1:]:
+        if not line.startswith("|"):
+            break
+        names, length, busy, state = (cell.strip() for cell in line.strip("|").split("|"))
+        flags = {needs[n.strip()]: True for n in state.split(",") if n.strip()}
+        for name in names.split(","):
+            documented[Opcode[name.strip()]] = frames.Precondition(
+                lengths[length], idle={"yes": True, "no": False}[busy], **flags)
+    assert documented == frames.PRECONDITIONS
+    assert frames.MAX_PAYLOAD == 256      # the table's "1..256"
