@@ -141,31 +141,7 @@ class FrameReceiver(wiring.Component):
                     m.d.comb += crc.start.eq(1)
                     m.next = "OPCODE"
 
-            # The bytes after the sync; each state names what its byte is.
-            def on_byte(state):
-                if state == "OPCODE":
-                    m.d.sync += request.opcode.eq(byte)
-                    m.next = "LEN0"
-                elif state == "LEN0":
-                    m.d.sync += request.length.eq(byte)
-                    m.next = "LEN1"
-                elif state == "LEN1":
-                    length = Cat(request.length[:8], byte)
-                    m.d.sync += [request.length[8:].eq(byte), index.eq(0)]
-                    with m.If(length > MAX_PAYLOAD):
-                        end(Status.BAD_LENGTH)   # what follows is skipped as garbage
-                    with m.Elif(length == 0):
-                        m.next = "CRC"
-                    with m.Else():
-                        m.next = "PAYLOAD"
-                elif state == "PAYLOAD":
-                    m.d.comb += write.en.eq(1)
-                    m.d.sync += index.eq(index + 1)
-                    with m.If(index == request.length - 1):
-                        m.next = "CRC"
-                else:
-                    end(Mux(byte == crc.crc, Status.OK, Status.BAD_CRC))
-
+            # The bytes after the sync, each as its state says; a frame that stops is dropped.
             for state in ("OPCODE", "LEN0", "LEN1", "PAYLOAD", "CRC"):
                 with m.State(state):
                     m.d.comb += self.rx.ready.eq(1)
@@ -174,7 +150,7 @@ class FrameReceiver(wiring.Component):
                     else:
                         m.d.comb += read.addr.eq(0)    # byte 0 is offered first
                     with m.If(self.rx.valid):
-                        on_byte(state)
+                        self._on_byte(m, state, index, write, crc, end)
                     with m.Elif(timer == self._timeout):
                         end(Status.TIMEOUT)
 
@@ -189,18 +165,45 @@ class FrameReceiver(wiring.Component):
         return m
 
 
+    def _on_byte(self, m, state, index, write, crc, end):
+        """The byte of `state` (OPCODE, LEN0, LEN1, PAYLOAD or CRC) has arrived."""
+        byte, request = self.rx.payload, self.request.payload
+        if state == "OPCODE":
+            m.d.sync += request.opcode.eq(byte)
+            m.next = "LEN0"
+        elif state == "LEN0":
+            m.d.sync += request.length.eq(byte)
+            m.next = "LEN1"
+        elif state == "LEN1":
+            length = Cat(request.length[:8], byte)
+            m.d.sync += [request.length[8:].eq(byte), index.eq(0)]
+            with m.If(length > MAX_PAYLOAD):
+                end(Status.BAD_LENGTH)   # what follows is skipped as garbage
+            with m.Elif(length == 0):
+                m.next = "CRC"
+            with m.Else():
+                m.next = "PAYLOAD"
+        elif state == "PAYLOAD":
+            m.d.comb += write.en.eq(1)
+            m.d.sync += index.eq(index + 1)
+            with m.If(index == request.length - 1):
+                m.next = "CRC"
+        else:
+            end(Mux(byte == crc.crc, Status.OK, Status.BAD_CRC))
+
+
 class ImageLoader(wiring.Component):
     """Image bytes in, engine memory writes out; `control` (`LoaderSignature`, flipped) says
     how the load stands. A failed check stops the load: no byte after it is written."""
 
+    #: The engine's write port (`EngineSignature`) of each image section.
+    PORTS = {"weights": "weight_wr", "a": "a_wr", "bias": "bias_wr", "seeds": "seed_wr"}
+
     def __init__(self, config: NSMConfig):
         self._config = config
-        ports = {f"{name}_wr": Out(WriteSignature(words, bits))
-                 for name, words, bits in image_sections(config)}
-        super().__init__({"data": In(stream.Signature(8)),
-                          "control": In(LoaderSignature()),
-                          **{"weight_wr": ports["weights_wr"], "a_wr": ports["a_wr"],
-                             "bias_wr": ports["bias_wr"], "seed_wr": ports["seeds_wr"]}})
+        super().__init__({"data": In(stream.Signature(8)), "control": In(LoaderSignature()),
+                          **{self.PORTS[name]: Out(WriteSignature(words, bits))
+                             for name, words, bits in image_sections(config)}})
 
     def elaborate(self, platform):
         cfg = self._config
@@ -210,7 +213,6 @@ class ImageLoader(wiring.Component):
         # Where the load is, from this configuration's image layout.
         header = encode_header(cfg)
         sections = image_sections(cfg)
-        ports = [self.weight_wr, self.a_wr, self.bias_wr, self.seed_wr]
         n_body_end = len(header) + sum(words * word_bytes(bits) for _, words, bits in sections)
         max_word_bytes = max(word_bytes(bits) for _, _, bits in sections)
         position = Signal(range(image_length(cfg, MAX_DATA_BYTES) + 2))
@@ -242,44 +244,19 @@ class ImageLoader(wiring.Component):
             for i in range(max_word_bytes):
                 with m.Case(i):
                     m.d.comb += assembled.word_select(i, 8).eq(byte)
-        for port in ports:
-            m.d.comb += [port.addr.eq(word), port.data.eq(assembled)]
         in_body = (position >= len(header)) & (position < n_body_end)
         last_byte = Array(Const(word_bytes(bits) - 1, 8) for _, _, bits in sections)
         last_word = Array(Const(words - 1, 32) for _, words, _ in sections)
         word_done = feed & in_body & (word_byte == last_byte[section])
 
-        # Values the hardware cannot use: set padding bits, a weight of -2^(w-1) (outside the
-        # symmetric range the accumulators are sized for), a zero LFSR seed (stuck at zero).
-        word_bad = Signal()
-        with m.Switch(section):
-            for n, (port, (name, _, bits)) in enumerate(zip(ports, sections)):
-                with m.Case(n):
-                    m.d.comb += port.en.eq(word_done)
-                    bad = assembled[bits:] != 0
-                    if name == "weights":
-                        w = cfg.weight_bits
-                        for k in range(cfg.lanes):
-                            bad |= assembled[k * w:(k + 1) * w] == 1 << (w - 1)
-                    if name == "seeds":
-                        bad |= assembled[:bits] == 0
-                    m.d.comb += word_bad.eq(bad)
+        word_bad = self._write_word(m, section, word, assembled, word_done)
 
-        # Each byte by where it lies: header (checked against this configuration), body
-        # (words), data (the CRC alone covers it), trailer, or past the end.
-        expected = Array(Const(b, 8) for b in header)
-        refusal = Array(Const(0 if st is None else st.value, 8)
-                        for st in map(header_status, range(len(header))))
-        data_at = FIELD_OFFSETS["data_length"][0]
+        # Each byte by where it lies: header, body (words), data (the CRC alone covers it),
+        # trailer, or past the end.
         with m.If(feed):
             m.d.sync += position.eq(position + 1)
             with m.If(position < len(header)):
-                with m.If((byte != expected[position]) & (refusal[position] != 0)):
-                    m.d.sync += error.eq(refusal[position])
-                with m.If(position == data_at):
-                    m.d.sync += data_length[:8].eq(byte)
-                with m.If(position == data_at + 1):
-                    m.d.sync += data_length[8:].eq(byte)
+                self._header_byte(m, header, position, byte, error, data_length)
             with m.Elif(in_body):
                 m.d.sync += word_buf.eq(assembled)
                 with m.If(word_done):
@@ -307,6 +284,44 @@ class ImageLoader(wiring.Component):
                          trailer_end.eq(0), error.eq(Status.OK)]
         return m
 
+    @staticmethod
+    def _header_byte(m, header, position, byte, error, data_length):
+        """A header byte: checked against this configuration's where `header_status` says,
+        the data length kept."""
+        expected = Array(Const(b, 8) for b in header)
+        refusal = Array(Const(0 if st is None else st.value, 8)
+                        for st in map(header_status, range(len(header))))
+        data_at = FIELD_OFFSETS["data_length"][0]
+        with m.If((byte != expected[position]) & (refusal[position] != 0)):
+            m.d.sync += error.eq(refusal[position])
+        with m.If(position == data_at):
+            m.d.sync += data_length[:8].eq(byte)
+        with m.If(position == data_at + 1):
+            m.d.sync += data_length[8:].eq(byte)
+
+    def _write_word(self, m, section, word, assembled, word_done):
+        """The finished word goes to address `word` of its section's port; returns whether it
+        holds a value the hardware cannot use: set padding bits, a weight of -2^(w-1) (outside
+        the symmetric range the accumulators are sized for), a zero LFSR seed (stuck at zero)."""
+        cfg = self._config
+        word_bad = Signal()
+        ports = [getattr(self, self.PORTS[name]) for name, _, _ in image_sections(cfg)]
+        for port in ports:
+            m.d.comb += [port.addr.eq(word), port.data.eq(assembled)]
+        with m.Switch(section):
+            for n, (port, (name, _, bits)) in enumerate(zip(ports, image_sections(cfg))):
+                with m.Case(n):
+                    m.d.comb += port.en.eq(word_done)
+                    bad = assembled[bits:] != 0
+                    if name == "weights":
+                        w = cfg.weight_bits
+                        for k in range(cfg.lanes):
+                            bad |= assembled[k * w:(k + 1) * w] == 1 << (w - 1)
+                    if name == "seeds":
+                        bad |= assembled[:bits] == 0
+                    m.d.comb += word_bad.eq(bad)
+        return word_bad
+
 
 class CommandExecutor(wiring.Component):
     """Requests in, responses out: each request's preconditions (`PRECONDITIONS`) checked in
@@ -333,34 +348,15 @@ class CommandExecutor(wiring.Component):
         request = self.request.payload
         opcode = request.opcode
 
-        # Device state, and what READ_STATUS shows of it.
+        # Device state (the flags `STATE_CHECKS` names), shown to READ_STATUS.
         flags = {"loading": Signal(), "image": Signal(), "input": Signal(), "result": Signal()}
         inferences, last_error = Signal(32), Signal(Status)
         with m.If(self.done):
             m.d.sync += flags["result"].eq(1)
-        m.d.comb += [
-            self.status.state.eq(Mux(self.busy, DeviceState.RUNNING,
-                                     Mux(flags["loading"], DeviceState.LOADING, DeviceState.IDLE))),
-            self.status.image_valid.eq(flags["image"]), self.status.last_error.eq(last_error),
-            self.status.inferences.eq(inferences), self.loading.eq(flags["loading"])]
+        self._show_status(m, flags, inferences, last_error)
 
-        # The preconditions of every opcode, from the one table; a receive error comes first.
-        input_bytes = input_length(self._config.n_inputs)
-        fits = {PayloadRule.NONE: request.length == 0, PayloadRule.SOME: request.length != 0,
-                PayloadRule.INPUT: request.length == input_bytes}
-        verdict = Signal(Status)
-        with m.Switch(opcode):
-            for op, pre in PRECONDITIONS.items():
-                with m.Case(op):
-                    checks = [(~fits[pre.payload], Status.BAD_LENGTH)]
-                    checks += [(self.busy, Status.BUSY)] if pre.idle else []
-                    checks += [(~flags[flag], status) for flag, status in STATE_CHECKS
-                               if getattr(pre, flag)]
-                    m.d.comb += verdict.eq(_first(checks, Status.OK))
-            with m.Default():
-                m.d.comb += verdict.eq(Status.UNKNOWN_OPCODE)
-        with m.If(request.error != Status.OK):
-            m.d.comb += verdict.eq(request.error)
+        # A refused request is answered with its verdict, and nothing else is done.
+        verdict = self._verdict(m, flags)
 
         # The answer, held until sent; the request is released with it.
         answer = Signal(ResponseLayout)
@@ -380,7 +376,7 @@ class CommandExecutor(wiring.Component):
             m.d.sync += [flags["result"].eq(0), inferences.eq(inferences + 1)]
 
         # Payload bytes: image bytes to the loader, input bytes to the engine.
-        address = Signal(range(input_bytes))
+        address = Signal(range(input_length(self._config.n_inputs)))
         last = self.payload.valid & self.payload.ready & self.payload.payload.last
         m.d.comb += [self.image.payload.eq(self.payload.payload.data),
                      self.input_wr.addr.eq(address),
@@ -430,6 +426,34 @@ class CommandExecutor(wiring.Component):
                 with m.If(self.response.ready):
                     m.next = "IDLE"
         return m
+
+    def _show_status(self, m, flags, inferences, last_error):
+        state = Mux(self.busy, DeviceState.RUNNING,
+                    Mux(flags["loading"], DeviceState.LOADING, DeviceState.IDLE))
+        m.d.comb += [self.status.state.eq(state), self.status.image_valid.eq(flags["image"]),
+                     self.status.last_error.eq(last_error),
+                     self.status.inferences.eq(inferences), self.loading.eq(flags["loading"])]
+
+    def _verdict(self, m, flags):
+        """The request's answer if it is refused (else OK): a receive error, or the first
+        precondition of its opcode's row of `PRECONDITIONS` that does not hold."""
+        request = self.request.payload
+        fits = {PayloadRule.NONE: request.length == 0, PayloadRule.SOME: request.length != 0,
+                PayloadRule.INPUT: request.length == input_length(self._config.n_inputs)}
+        verdict = Signal(Status)
+        with m.Switch(request.opcode):
+            for op, pre in PRECONDITIONS.items():
+                with m.Case(op):
+                    checks = [(~fits[pre.payload], Status.BAD_LENGTH)]
+                    checks += [(self.busy, Status.BUSY)] if pre.idle else []
+                    checks += [(~flags[flag], status) for flag, status in STATE_CHECKS
+                               if getattr(pre, flag)]
+                    m.d.comb += verdict.eq(_first(checks, Status.OK))
+            with m.Default():
+                m.d.comb += verdict.eq(Status.UNKNOWN_OPCODE)
+        with m.If(request.error != Status.OK):
+            m.d.comb += verdict.eq(request.error)
+        return verdict
 
     def _act(self, m, opcode, flags, respond, start, address):
         """What each request does once its preconditions hold."""
