@@ -114,7 +114,7 @@ class FrameReceiver(wiring.Component):
         m.submodules.buffer = buffer = Memory(shape=8, depth=MAX_PAYLOAD, init=[])
         write, read = buffer.write_port(), buffer.read_port(domain="sync")
         index = Signal(range(MAX_PAYLOAD + 1))
-        m.submodules.crc = crc = FRAME_CRC.create()
+        m.submodules.rx_crc = crc = FRAME_CRC.create()
         m.d.comb += [crc.data.eq(byte), write.data.eq(byte), write.addr.eq(index)]
 
         # The one timeout guard: it runs while no byte is offered.
@@ -163,7 +163,6 @@ class FrameReceiver(wiring.Component):
                 with m.If(self.request.ready):
                     m.next = "HUNT"
         return m
-
 
     def _on_byte(self, m, state, index, write, crc, end):
         """The byte of `state` (OPCODE, LEN0, LEN1, PAYLOAD or CRC) has arrived."""
@@ -233,7 +232,7 @@ class ImageLoader(wiring.Component):
         m.d.comb += [self.data.ready.eq(~trailer_end), ctl.idle.eq(~trailer_end)]
 
         # The CRC-32 unit takes the trailer too: an intact image leaves its residue.
-        m.submodules.crc = crc = IMAGE_CRC.create()
+        m.submodules.image_crc = crc = IMAGE_CRC.create()
         m.d.comb += [crc.start.eq(ctl.begin), crc.data.eq(byte),
                      crc.valid.eq(feed & (position < crc_at + CRC_BYTES))]
 
@@ -528,7 +527,7 @@ class ResponseSender(wiring.Component):
                     m.d.comb += [payload_byte.eq(Array(table)[index]), length.eq(len(table))]
 
         # The frame; the CRC covers every byte after the sync.
-        m.submodules.crc = crc = FRAME_CRC.create()
+        m.submodules.tx_crc = crc = FRAME_CRC.create()
         m.d.comb += crc.valid.eq(self.tx.valid & self.tx.ready)
         with m.FSM():
             with m.State("SYNC"):

@@ -29,7 +29,7 @@ from hw.harness import (BUILD_ROOT, HARNESS_CPP, REPO_ROOT, WARNING_FLAGS, SimEr
 __all__ = ["REPO_ROOT", "BUILD_ROOT", "CLOCK_PERIOD_NS", "SimError", "verilator_root",
            "tool_env", "amaranth_verilog", "module_ports", "clock_wrapper", "CocotbBuild",
            "build_cocotb", "run_cocotb", "check_cocotb", "build_harness",
-           "build_harness_from_verilog", "HARNESS_CPP", "waves_requested", "wave_options"]
+           "build_harness_from_verilog", "HARNESS_CPP", "locked", "waves_requested", "wave_options"]
 
 # Simulated clock period; only its ratio to Timers matters (Timers are in whole clock periods).
 CLOCK_PERIOD_NS = 10
