@@ -4,7 +4,7 @@
 
 For the digits network on the iCEBreaker and the paper's network (32 lanes, 7-bit weights, as
 built for the ULX3S-85F) on the ULX3S, the Verilator model of the whole accelerator runs behind
-its UART (sim/harness.cpp) at the board's clock and `firmware.frames.DEFAULT_BAUD`: the divisor
+its UART (hw/harness.cpp) at the board's clock and `firmware.frames.DEFAULT_BAUD`: the divisor
 is `hw.uart.uart_divisor(board clock, baud)`. The host tool (`tools.client.Device` over
 `SimTransport`) loads a random image of the configuration (streamed frames) and streams random
 inputs with INFER (`Device.infer_stream`, default window).

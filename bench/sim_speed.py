@@ -7,7 +7,7 @@ random weight image through its UART and classifying N random images:
 - cocotb: the `classify` bench of sim/tb_core.py (clock inside the HDL, Python woken only by
   UART bit Timers, uart_tx edges and trace_valid), every trace payload checked by the
   scoreboard; cycles/s of the inference phase.
-- harness: sim/harness.cpp (no Python in the loop), driven through stdin/stdout; cycles/s over
+- harness: hw/harness.cpp (no Python in the loop), driven through stdin/stdout; cycles/s over
   the whole run, from the cycle count the harness prints.
 Builds are cached in build/sim/ (the first run compiles, which takes minutes).
 """

@@ -26,7 +26,8 @@ __all__ = ["SYNC_REQUEST", "SYNC_RESPONSE", "PROTOCOL_VERSION", "MAX_PAYLOAD", "
            "encode_status", "decode_status", "score_bytes", "result_format", "result_length",
            "encode_result", "decode_result", "input_length", "pack_input", "unpack_input",
            "config_problems", "DEFAULT_BAUD", "RX_BUFFER_BYTES", "CompactResult", "compact_format",
-           "compact_length", "encode_compact", "decode_compact", "stream_window"]
+           "compact_length", "encode_compact", "decode_compact", "stream_window", "PayloadRule",
+           "Precondition", "STATE_CHECKS", "PRECONDITIONS", "refusal"]
 
 SYNC_REQUEST = 0x5A
 SYNC_RESPONSE = 0xA5
@@ -94,9 +95,69 @@ class DeviceState(enum.IntEnum):
     RUNNING = 2
 
 
+
+
+class PayloadRule(enum.Enum):
+    """What a request's payload length must be."""
+    NONE = "none"      # no payload
+    INPUT = "input"    # `input_length(n_inputs)` bytes
+    SOME = "some"      # 1..MAX_PAYLOAD bytes
+
+
+@dataclass(frozen=True)
+class Precondition:
+    """What a request needs before it acts, checked in this order: its payload length
+    (BAD_LENGTH), an idle engine (`idle`: BUSY while an inference runs), then the device state
+    of each flag set, in `STATE_CHECKS` order."""
+    payload: PayloadRule
+    idle: bool = False
+    loading: bool = False      # an image load begun
+    image: bool = False        # a complete, verified image
+    input: bool = False        # an input written
+    result: bool = False       # an inference finished
+
+
+#: The device-state flags of `Precondition` and the status that refuses a request lacking one.
+STATE_CHECKS = (("loading", Status.IMAGE_NOT_BEGUN), ("image", Status.NO_IMAGE),
+                ("input", Status.NO_INPUT), ("result", Status.NO_INPUT))
+
+#: Every opcode's preconditions: the device (`hw/host.py`) and its software model
+#: (`tools/transport.ModelTransport`) refuse requests from this table; other opcodes are
+#: UNKNOWN_OPCODE. Whatever would change what a running inference reads is refused while busy.
+PRECONDITIONS = {
+    Opcode.IDENTIFY: Precondition(PayloadRule.NONE),
+    Opcode.READ_STATUS: Precondition(PayloadRule.NONE),
+    Opcode.IMAGE_BEGIN: Precondition(PayloadRule.NONE, idle=True),
+    Opcode.IMAGE_DATA: Precondition(PayloadRule.SOME, idle=True, loading=True),
+    Opcode.IMAGE_END: Precondition(PayloadRule.NONE, idle=True, loading=True),
+    Opcode.WRITE_INPUT: Precondition(PayloadRule.INPUT, idle=True),
+    Opcode.START: Precondition(PayloadRule.NONE, idle=True, image=True, input=True),
+    Opcode.READ_RESULT: Precondition(PayloadRule.NONE, idle=True, result=True),
+    Opcode.INFER: Precondition(PayloadRule.INPUT, idle=True, image=True),
+}
+
+
+def refusal(opcode: int, length: int, n_inputs: int, *, busy: bool, **state: bool) -> Status:
+    """The status that refuses this request by `PRECONDITIONS` (OK: none does). `state` holds
+    each flag of `STATE_CHECKS` (loading, image, input, result) as the device has it now."""
+    try:
+        pre = PRECONDITIONS[Opcode(opcode)]
+    except ValueError:
+        return Status.UNKNOWN_OPCODE
+    fits = {PayloadRule.NONE: length == 0, PayloadRule.INPUT: length == input_length(n_inputs),
+            PayloadRule.SOME: 0 < length <= MAX_PAYLOAD}[pre.payload]
+    if not fits:
+        return Status.BAD_LENGTH
+    if pre.idle and busy:
+        return Status.BUSY
+    for flag, status in STATE_CHECKS:
+        if getattr(pre, flag) and not state[flag]:
+            return status
+    return Status.OK
+
+
 #: Opcodes whose request has no payload.
-NO_PAYLOAD = (Opcode.IDENTIFY, Opcode.IMAGE_BEGIN, Opcode.IMAGE_END, Opcode.START,
-              Opcode.READ_RESULT, Opcode.READ_STATUS)
+NO_PAYLOAD = tuple(op for op, pre in PRECONDITIONS.items() if pre.payload == PayloadRule.NONE)
 
 
 def no_payload(opcode: int) -> bool:

@@ -28,8 +28,8 @@ import numpy as np
 from .meta import ENCODINGS, DataSpec
 
 __all__ = ["DataError", "DIGITS_TEST_FRACTION", "load_digits_split", "load_digits_test",
-           "read_idx", "load_idx_dataset", "IDX_FILES", "FASHION_MNIST_DIR", "encode_threshold",
-           "encode_thermometer", "encode", "ENCODINGS", "load_dataset", "DATASETS",
+           "read_idx", "load_idx_split", "load_idx_dataset", "IDX_FILES", "FASHION_MNIST_DIR",
+           "encode_threshold", "encode_thermometer", "encode", "ENCODINGS", "load_dataset", "DATASETS",
            "CLASS_NAMES", "PIXELS", "data_spec", "identify_test_set"]
 
 # Where Debian's `dataset-fashion-mnist` package puts the files.
@@ -132,28 +132,45 @@ def _find_idx(directory: Path, stem: str) -> Path:
         f"(files in {FASHION_MNIST_DIR}).")
 
 
-def load_idx_dataset(directory):
-    """MNIST-format data set in `directory`: (x_train, y_train, x_test, y_test).
-
-    Images become float32 in [0, 1] (bytes / 255) of shape (n, rows * cols); labels int64.
-    """
+def _idx_directory(directory) -> Path:
     directory = Path(directory)
     if not directory.is_dir():
         raise DataError(f"{directory}: data directory does not exist. Put the four IDX files "
                         f"{', '.join(IDX_FILES.values())} (gzipped or not) there; nothing is "
                         f"downloaded.")
-    parts = {key: read_idx(_find_idx(directory, stem)) for key, stem in IDX_FILES.items()}
+    return directory
+
+
+def load_idx_split(directory, split: str):
+    """One split ("train" or "test") of the MNIST-format data set in `directory`:
+    (images float32 in [0, 1] (bytes / 255) of shape (n, rows * cols), labels int64, path of
+    the image file)."""
+    directory = _idx_directory(directory)
+    image_path = _find_idx(directory, IDX_FILES[f"{split}_images"])
+    images = read_idx(image_path)
+    labels = read_idx(_find_idx(directory, IDX_FILES[f"{split}_labels"]))
+    if images.ndim != 3:
+        raise DataError(f"{directory}: {split} images have {images.ndim} dimensions, "
+                        f"expected 3 (n, rows, cols)")
+    if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
+        raise DataError(f"{directory}: {labels.shape[0]} {split} labels for "
+                        f"{images.shape[0]} images")
+    return (images.reshape(images.shape[0], -1).astype(np.float32) / 255.0,
+            labels.astype(np.int64), image_path)
+
+
+def load_idx_dataset(directory):
+    """MNIST-format data set in `directory`: (x_train, y_train, x_test, y_test).
+
+    Images become float32 in [0, 1] (bytes / 255) of shape (n, rows * cols); labels int64.
+    """
+    directory = _idx_directory(directory)
+    for stem in IDX_FILES.values():     # every file missing is said before any is read
+        _find_idx(directory, stem)
     out = []
     for split in ("train", "test"):
-        images, labels = parts[f"{split}_images"], parts[f"{split}_labels"]
-        if images.ndim != 3:
-            raise DataError(f"{directory}: {split} images have {images.ndim} dimensions, "
-                            f"expected 3 (n, rows, cols)")
-        if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
-            raise DataError(f"{directory}: {labels.shape[0]} {split} labels for "
-                            f"{images.shape[0]} images")
-        out.append((images.reshape(images.shape[0], -1).astype(np.float32) / 255.0))
-        out.append(labels.astype(np.int64))
+        x, y, _ = load_idx_split(directory, split)
+        out += [x, y]
     return tuple(out)
 
 

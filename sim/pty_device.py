@@ -4,7 +4,7 @@
     # prints e.g. /dev/pts/7; then, in another shell:
     python -m tools.nsm load digits.nsmi --port /dev/pts/7
 
-The harness of `sim.verilator.build_harness` (the UART on stdin/stdout) runs as a subprocess;
+The harness of `hw.harness.build_harness` (the UART on stdin/stdout) runs as a subprocess;
 two threads copy bytes between it and the master side of a pty, whose slave side is the port.
 The host tool opens it with pyserial like a board's USB UART, so the whole serial path
 (`tools.transport.SerialTransport`) runs against the simulated RTL. The line rate a pty
@@ -30,7 +30,7 @@ class PtyDevice:
 
     def __init__(self, config, baud_divisor: int = 8, *, executable: str | Path | None = None):
         if executable is None:
-            from .verilator import build_harness
+            from hw.harness import build_harness
 
             executable = build_harness(config, baud_divisor=baud_divisor)
         self._master, self._slave = os.openpty()

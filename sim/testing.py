@@ -97,7 +97,7 @@ def digits_model():
     (seed 0), cached in build/sim/digits-model/quantized.npz."""
     from model.params import QuantizedNSM
     path = DIGITS_MODEL_DIR / "quantized.npz"
-    with sv._locked(DIGITS_MODEL_DIR.with_suffix(".lock")):
+    with sv.locked(DIGITS_MODEL_DIR.with_suffix(".lock")):
         if not path.exists():
             from model.train import TrainOptions, train_model
             train_model(TrainOptions(epochs=DIGITS_EPOCHS, seed=0, out=str(DIGITS_MODEL_DIR),

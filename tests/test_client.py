@@ -314,7 +314,8 @@ def test_cli_infer_compare_golden_on_model_device(tmp_path, monkeypatch, capsys)
 
     inputs = np.random.default_rng(SEED).choice(np.array([-1, 1]), size=(5, CONFIG.n_inputs))
     labels = np.arange(5) % CONFIG.n_classes
-    monkeypatch.setattr(nsm, "load_test_set", lambda n, data_dir=None: (inputs, labels))
+    monkeypatch.setattr(nsm, "load_test_set", lambda spec, n, data_dir=None, dataset=None: (
+        inputs, labels, "stand-in", None))
     image = tmp_path / "tiny.nsmi"
     image.write_bytes(write_image(_params()))
     config = tmp_path / "tiny.json"
@@ -326,21 +327,42 @@ def test_cli_infer_compare_golden_on_model_device(tmp_path, monkeypatch, capsys)
     assert out.startswith("accuracy   ") and "MC spread  unanimous votes " in out
 
 
-@pytest.mark.parametrize("gz", [False, True], ids=["plain", "gzipped"])
-def test_read_idx(tmp_path, gz):
+def _write_idx(path, array):
     import gzip
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(n.to_bytes(4, "big") for n in array.shape)
+    path.write_bytes(gzip.compress(header + array.tobytes()))
 
-    from tools.nsm import read_idx
 
-    pixels = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
-    raw = b"\0\0\x08\x03" + b"".join(n.to_bytes(4, "big") for n in pixels.shape) + \
-        pixels.tobytes()
-    path = tmp_path / "t10k-images-idx3-ubyte"
-    path.write_bytes(gzip.compress(raw) if gz else raw)
-    assert np.array_equal(read_idx(path), pixels)
-    path.write_bytes(raw[:-1])
-    with pytest.raises(ValueError, match="23 data bytes, the header says 24$"):
-        read_idx(path)
+def test_load_test_set_without_a_spec_thermometer_codes_the_idx_test_split(tmp_path):
+    """No data description: `--data-dir`'s IDX test files through `model.data`, thermometer
+    levels from the input count."""
+    from model.data import encode_thermometer
+    from tools.nsm import load_test_set
+
+    rng = np.random.default_rng(SEED)
+    pixels = rng.integers(0, 256, size=(4, 2, 5), dtype=np.uint8)
+    labels = np.array([2, 0, 1, 2], np.uint8)
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", pixels)
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", labels)
+    inputs, got_labels, where, names = load_test_set(None, 20, tmp_path)
+    want = encode_thermometer(pixels.reshape(4, 10).astype(np.float32) / 255.0, 2)
+    assert inputs.tolist() == want.astype(np.int64).tolist()
+    assert got_labels.tolist() == labels.tolist()
+    assert (where, names) == (f"IDX {tmp_path / 't10k-images-idx3-ubyte.gz'}", None)
+
+
+def test_infer_names_the_missing_idx_file(tmp_path, capsys):
+    from tools.nsm import main
+
+    image = tmp_path / "tiny.nsmi"
+    image.write_bytes(write_image(_params()))
+    config = tmp_path / "tiny.json"
+    config.write_text(CONFIG.to_json())
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", np.zeros((3, 4, 5), np.uint8))
+    assert main(["infer", "--model-device", "--image", str(image), "--config", str(config),
+                 "--data-dir", str(tmp_path), "-q"]) == 1
+    assert capsys.readouterr().err.startswith(
+        f"nsm: error: {tmp_path}: missing t10k-labels-idx1-ubyte (or t10k-labels-idx1-ubyte.gz)")
 
 
 @pytest.mark.parametrize("votes, bits", [((16, 0, 0), 0.0), ((8, 8, 0), 1.0),

@@ -293,6 +293,21 @@ def test_input_start_busy_result_and_inference_count():
     assert bench.writes_while_busy == 0
 
 
+def test_infer_while_a_started_inference_runs_is_busy_and_writes_nothing():
+    image = write_image(random_params())
+
+    async def scenario(b):
+        assert await b.load_image(image, chunk=MAX_PAYLOAD) == Status.OK
+        assert await b.command(Opcode.WRITE_INPUT, bytes([0x9B, 0x02])) == (Status.OK, b"")
+        assert await b.command(Opcode.START) == (Status.OK, b"")
+        assert await b.command(Opcode.INFER, bytes([0x11, 0x00])) == (Status.BUSY, b"")
+        await b.idle(RUN_CYCLES)
+        assert await b.command(Opcode.READ_RESULT) == (Status.OK, expected_result(0x9B, 1))
+
+    bench = run(scenario)
+    assert bench.writes["input"] == [(0, 0x9B), (1, 0x02)]
+
+
 def test_start_without_image_is_no_image_and_without_input_is_no_input():
     image = write_image(random_params())
 

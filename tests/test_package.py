@@ -50,7 +50,7 @@ def test_wheel_has_the_harness_sources_scripts_licence_and_a_test_extra(wheel):
         meta = next(z.read(n).decode() for n in names if n.endswith(".dist-info/METADATA"))
         entry = next(z.read(n).decode() for n in names
                      if n.endswith(".dist-info/entry_points.txt"))
-    assert {"sim/harness.cpp", "sim/include/lz4.h"} <= names
+    assert {"hw/harness.cpp", "sim/include/lz4.h"} <= names
     for script, target in SCRIPTS.items():
         assert f"{script} = {target}" in entry
     assert "License-Expression: BSD-2-Clause" in meta
@@ -83,7 +83,7 @@ def test_fresh_install_runs_nsm_help_and_infer_sim_on_the_digits_image(wheel, tm
                           capture_output=True, text=True, timeout=300,
                           env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     assert proc.returncode == 0, proc.stderr
-    assert Path(new_site, "sim", "harness.cpp").is_file()
+    assert Path(new_site, "hw", "harness.cpp").is_file()
     # The dependencies after the install (so that pip does not see this venv's nsm-accel).
     Path(new_site, "project-deps.pth").write_text(_site_packages() + "\n")
     work = tmp_path / "work"          # not the checkout: nothing imported from the repository
@@ -97,8 +97,8 @@ def test_fresh_install_runs_nsm_help_and_infer_sim_on_the_digits_image(wheel, tm
         return subprocess.run(list(args), cwd=work, env=env, capture_output=True, text=True,
                               timeout=600)
 
-    where = run("python", "-c", "import sim.verilator as v; print(v.HARNESS_CPP)")
-    assert where.stdout.strip() == str(Path(new_site, "sim", "harness.cpp")), where.stderr
+    where = run("python", "-c", "import hw.harness as h; print(h.HARNESS_CPP)")
+    assert where.stdout.strip() == str(Path(new_site, "hw", "harness.cpp")), where.stderr
     help_ = run("nsm", "--help")
     assert help_.returncode == 0, help_.stderr
     assert help_.stdout.startswith("usage: nsm ")

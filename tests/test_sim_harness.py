@@ -1,4 +1,4 @@
-"""The standalone Verilator harness (sim/harness.cpp): the device UART on stdin/stdout.
+"""The standalone Verilator harness (hw/harness.cpp): the device UART on stdin/stdout.
 
 First on a loopback stand-in for `nsm_core` (uart_tx follows uart_rx one clock later), which
 tests the bridge itself; then on the real accelerator with IDENTIFY / READ_STATUS frames.

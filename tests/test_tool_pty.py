@@ -55,7 +55,7 @@ def test_streamed_inference_over_the_serial_port(port, image_path):
     from tools.transport import SerialTransport
 
     params = QuantizedNSM.random(digits_config(), np.random.default_rng(SEED))
-    inputs = load_test_set(digits_config().n_inputs)[0][:6]
+    inputs = load_test_set(None, digits_config().n_inputs)[0][:6]
     with Device(SerialTransport(port), timeout=20.0, infer_timeout=120.0) as device:
         device.load_image(image_path.read_bytes(), progress=False)
         got = list(device.infer_stream(inputs))

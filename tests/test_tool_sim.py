@@ -31,7 +31,7 @@ def _held_out_inputs(config, n):
     """The first n held-out digits test inputs, as the host tool reads them."""
     from tools.nsm import load_test_set
 
-    inputs, _ = load_test_set(config.n_inputs)
+    inputs, *_ = load_test_set(None, config.n_inputs)
     return inputs[:n]
 
 

@@ -105,3 +105,57 @@ def test_header_statuses_cover_every_header_byte():
     assert fields[18:] == ["layer_sizes"] * 4
     assert header_status(7) == Status.IMAGE_MAGIC and header_status(16) is None
     assert header_status(12) == Status.IMAGE_LENGTH and header_status(20) == Status.IMAGE_CONFIG
+
+
+NONE_SET = dict(loading=False, image=False, input=False, result=False)
+
+
+@pytest.mark.parametrize("state,expected", [
+    (dict(busy=True, length=1), Status.BAD_LENGTH),
+    (dict(busy=True, length=0), Status.BUSY),
+    (dict(busy=False, length=0), Status.NO_IMAGE),
+    (dict(busy=False, length=0, image=True), Status.NO_INPUT),
+    (dict(busy=False, length=0, image=True, input=True), Status.OK),
+], ids=["length-first", "then-busy", "then-image", "then-input", "all-met"])
+def test_refusal_checks_length_then_busy_then_state_in_order(state, expected):
+    state = dict(NONE_SET, **state)
+    length = state.pop("length")
+    assert frames.refusal(Opcode.START, length, 10, **state) == expected
+
+
+def test_refusal_of_each_opcode_from_reset():
+    n = 10
+    with_payload = (Opcode.WRITE_INPUT, Opcode.INFER, Opcode.IMAGE_DATA)
+    idle = {op: frames.refusal(op, frames.input_length(n) if op in with_payload else 0, n,
+                               busy=False, **NONE_SET) for op in Opcode}
+    assert idle == {Opcode.IDENTIFY: Status.OK, Opcode.READ_STATUS: Status.OK,
+                    Opcode.IMAGE_BEGIN: Status.OK, Opcode.IMAGE_DATA: Status.IMAGE_NOT_BEGUN,
+                    Opcode.IMAGE_END: Status.IMAGE_NOT_BEGUN, Opcode.WRITE_INPUT: Status.OK,
+                    Opcode.START: Status.NO_IMAGE, Opcode.READ_RESULT: Status.NO_INPUT,
+                    Opcode.INFER: Status.NO_IMAGE}
+    assert frames.refusal(0x0A, 0, n, busy=False, **NONE_SET) == Status.UNKNOWN_OPCODE
+    assert frames.refusal(Opcode.IMAGE_DATA, 0, n, busy=False, **NONE_SET) == Status.BAD_LENGTH
+    assert frames.refusal(Opcode.WRITE_INPUT, 1, n, busy=False, **NONE_SET) == Status.BAD_LENGTH
+
+
+def test_the_precondition_table_of_the_protocol_doc_is_the_code_s():
+    """docs/protocol.md's table of preconditions, row by row, against frames.PRECONDITIONS."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text()
+    rows = text.split("| opcode | payload length | refused while busy | device state needed |")[1]
+    lengths = {"0": frames.PayloadRule.NONE, "1..256": frames.PayloadRule.SOME,
+               "`ceil(N_0 / 8)`": frames.PayloadRule.INPUT}
+    needs = {"a load begun (IMAGE_NOT_BEGUN)": "loading", "a valid image (NO_IMAGE)": "image",
+             "an input (NO_INPUT)": "input", "a finished inference (NO_INPUT)": "result"}
+    documented = {}
+    for line in rows.strip().splitlines()[1:]:
+        if not line.startswith("|"):
+            break
+        names, length, busy, state = (cell.strip() for cell in line.strip("|").split("|"))
+        flags = {needs[n.strip()]: True for n in state.split(",") if n.strip()}
+        for name in names.split(","):
+            documented[Opcode[name.strip()]] = frames.Precondition(
+                lengths[length], idle={"yes": True, "no": False}[busy], **flags)
+    assert documented == frames.PRECONDITIONS
+    assert frames.MAX_PAYLOAD == 256      # the table's "1..256"

@@ -233,7 +233,7 @@ def run_main_job(args, argv: list[str] | None = None) -> dict:
     from model.params import QuantizedNSM
     from model.quantize import evaluate_quantized_torch
     from model.train import evaluate_mc, train_model
-    from sim.verilator import build_harness
+    from hw.harness import build_harness
     from tools.client import Device
     from tools.transport import SimTransport
 
@@ -427,7 +427,7 @@ def main(argv=None) -> int:
     _check_args(parser, args)
     from model.config import ConfigError
     from model.data import DataError
-    from sim.verilator import SimError
+    from hw.harness import SimError
     from tools.client import DeviceError, ProtocolError
     from tools.transport import DeviceTimeout
     try:

@@ -25,9 +25,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import gzip
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -41,17 +39,16 @@ from hw.uart import MIN_BAUD_DIVISOR
 from model.cli import (EXIT_ERROR, EXIT_OK, EXIT_USAGE, HelpFormatter, add_version, float_above,
                        int_at_least, prog_name)
 from model.config import ConfigError, NSMConfig, digits_config
-from model.meta import DataSpec
+from model.data import DataError
+from model.meta import DataSpec, DataSpecError
 from model.params import QuantizedNSM
-
-from model.meta import DataSpecError
 
 from .client import Device, DeviceError, ProtocolError
 from .transport import (DEFAULT_BAUD, DeviceTimeout, ModelTransport, SerialTransport,
                         SimTransport)
 
 __all__ = ["main", "build_parser", "open_device", "check_device_args", "load_test_set",
-           "load_data_for", "read_idx", "vote_entropy", "compare_with_golden",
+           "vote_entropy", "compare_with_golden",
            "confusion_matrix", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE"]
 
 
@@ -97,54 +94,6 @@ def _config_from_args(args) -> NSMConfig:
     return digits_config()
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """An IDX file (the MNIST format: magic 0x0000 0x08 ndim, big-endian u32 sizes, u8 data),
-    gzipped or not."""
-    raw = Path(path).read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] != 0x08:
-        raise ValueError(f"{path}: not an unsigned-byte IDX file")
-    ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
-    start = 4 + 4 * ndim
-    count = math.prod(dims)
-    if len(raw) != start + count:
-        raise ValueError(f"{path}: {len(raw) - start} data bytes, the header says {count}")
-    return np.frombuffer(raw, np.uint8, offset=start).reshape(dims)
-
-
-def _idx_pair(data_dir: Path) -> tuple[Path, Path]:
-    images = sorted(data_dir.glob("*images*idx3*"))
-    labels = sorted(data_dir.glob("*labels*idx1*"))
-    test_images = [p for p in images if "t10k" in p.name or "test" in p.name] or images
-    test_labels = [p for p in labels if "t10k" in p.name or "test" in p.name] or labels
-    if not test_images or not test_labels:
-        raise FileNotFoundError(f"{data_dir}: no *images*idx3* and *labels*idx1* files")
-    return test_images[0], test_labels[0]
-
-
-def load_test_set(n_inputs: int, data_dir: Path | None = None):
-    """(inputs ±1 (N, n_inputs) int64, labels (N,)): the digits test split, or IDX files,
-    thermometer-coded with n_inputs / features levels (`model.data.encode_thermometer`)."""
-    from model import data as nsm_data
-
-    if data_dir is None:
-        split = nsm_data.load_digits_split()
-        x_test, y_test = split[2], split[3]
-    else:
-        image_path, label_path = _idx_pair(Path(data_dir))
-        pixels = read_idx(image_path)
-        x_test = pixels.reshape(len(pixels), -1).astype(np.float64) / 255.0
-        y_test = read_idx(label_path).astype(np.int64)
-    levels = n_inputs // x_test.shape[1]
-    if levels < 1 or levels * x_test.shape[1] != n_inputs:
-        raise ValueError(f"data has {x_test.shape[1]} features, the network takes "
-                         f"{n_inputs} inputs (not a whole number of thermometer levels)")
-    inputs = np.asarray(nsm_data.encode_thermometer(x_test, levels), dtype=np.int64)
-    return inputs.reshape(len(x_test), n_inputs), np.asarray(y_test, dtype=np.int64)
-
-
 def _data_spec(args) -> DataSpec | None:
     """What the model expects of its data: --model's DataSpec, else the image's (when the image
     format carries one), else None (the digits test split, thermometer levels from N_0)."""
@@ -159,58 +108,65 @@ def _data_spec(args) -> DataSpec | None:
     return None
 
 
-def load_data_for(spec: DataSpec, data_dir: Path | None = None, dataset: str | None = None):
-    """(inputs +-1 int64 (N, n_inputs), labels (N,), description) of the test images that
-    `spec` was trained for, encoded as it says; data of another data set or size is refused
-    (model.meta.DataSpecError) with what the model expects."""
+def _test_split(data_dir: Path | None, dataset: str):
+    """(pixels in [0, 1] (N, pixels), labels (N,), where they came from): the held-out test
+    images of `dataset`, from `data_dir`'s IDX files when given (`model.data`)."""
     from model import data as nsm_data
-    from model.meta import DataSpecError
     from model.train import SPLIT_SEED
 
+    if data_dir is None:
+        if dataset == "digits":
+            x_test, y_test = nsm_data.load_digits_test(SPLIT_SEED)
+            return x_test, y_test, "digits test split"
+        if dataset != "fashion-mnist":
+            raise UsageError(f"--data-dir: the model was trained on {dataset}; give the "
+                             f"folder of its IDX test files")
+        data_dir = nsm_data.FASHION_MNIST_DIR
+    x_test, y_test, image_path = nsm_data.load_idx_split(data_dir, "test")
+    return x_test, y_test, f"IDX {image_path}"
+
+
+def load_test_set(spec: DataSpec | None, n_inputs: int, data_dir: Path | None = None,
+                  dataset: str | None = None):
+    """(inputs +-1 int64 (N, n_inputs), labels (N,), description, class names or None): the
+    test images that `spec` was trained for, encoded as it says; data of another data set or
+    size is refused (model.meta.DataSpecError) with what the model expects. Without a spec
+    (a model that does not say): the digits test split or `data_dir`'s IDX files,
+    thermometer-coded with n_inputs / pixels levels."""
+    from model import data as nsm_data
+
+    if spec is None:
+        if dataset is not None:
+            raise UsageError("--dataset: this model does not say what it was trained on; "
+                             "give --model with its quantized .npz")
+        x_test, y_test, source = _test_split(data_dir, "digits")
+        levels = n_inputs // x_test.shape[1]
+        if levels < 1 or levels * x_test.shape[1] != n_inputs:
+            raise DataSpecError(f"{source}: {x_test.shape[1]} pixels, the network takes "
+                                f"{n_inputs} inputs (not a whole number of thermometer levels)")
+        inputs = nsm_data.encode_thermometer(x_test, levels)
+        return (np.asarray(inputs, dtype=np.int64), np.asarray(y_test, dtype=np.int64), source,
+                None)
     if dataset is not None and dataset != spec.dataset:
         raise DataSpecError(f"--dataset: the model was trained on {spec.dataset} "
                             f"({spec.describe()}), not on {dataset}")
-    if data_dir is None:
-        if spec.dataset == "digits":
-            _, _, x_test, y_test = nsm_data.load_digits_split(SPLIT_SEED)
-            source = "digits test split"
-        elif spec.dataset == "fashion-mnist":
-            data_dir = nsm_data.FASHION_MNIST_DIR
-        else:
-            raise UsageError(f"--data-dir: the model was trained on {spec.dataset}; give the "
-                             f"folder of its IDX test files")
-    if data_dir is not None:
-        image_path, label_path = _idx_pair(Path(data_dir))
-        pixels = read_idx(image_path)
-        x_test = pixels.reshape(len(pixels), -1).astype(np.float32) / 255.0
-        y_test = read_idx(label_path).astype(np.int64)
-        source = f"IDX {image_path}"
+    x_test, y_test, source = _test_split(data_dir, spec.dataset)
     spec.check_pixels(x_test.shape[1], source)
     known = nsm_data.identify_test_set(y_test)
     if known is not None and known != spec.dataset:
         raise DataSpecError(f"{source}: these are the {known} test images, the model was "
                             f"trained on {spec.dataset} ({spec.describe()})")
-    if len(y_test) != len(x_test):
-        raise DataSpecError(f"{source}: {len(y_test)} labels for {len(x_test)} images")
     if len(y_test) and (y_test.min() < 0 or y_test.max() >= spec.n_classes):
         raise DataSpecError(f"{source}: labels {y_test.min()}..{y_test.max()}, the model has "
                             f"{spec.n_classes} classes ({spec.describe()})")
     inputs = np.asarray(spec.encode(x_test), dtype=np.int64)
-    return inputs, np.asarray(y_test, dtype=np.int64), f"{source}, {spec.describe()}"
+    return (inputs, np.asarray(y_test, dtype=np.int64), f"{source}, {spec.describe()}",
+            spec.class_names)
 
 
 def _inputs_for(args, spec: DataSpec | None, n_inputs: int | None = None):
-    """(inputs, labels, description, class names) for infer/run-one: the data `spec` describes,
-    or (no spec) the digits test split / --data-dir thermometer-coded to n_inputs."""
-    if spec is None:
-        if getattr(args, "dataset", None):
-            raise UsageError("--dataset: this model does not say what it was trained on; "
-                             "give --model with its quantized .npz")
-        inputs, labels = load_test_set(n_inputs, args.data_dir)
-        where = f"IDX {args.data_dir}" if args.data_dir else "digits test split"
-        return inputs, labels, where, None
-    inputs, labels, where = load_data_for(spec, args.data_dir, getattr(args, "dataset", None))
-    return inputs, labels, where, spec.class_names
+    """(inputs, labels, description, class names) for infer/run-one (`load_test_set`)."""
+    return load_test_set(spec, n_inputs, args.data_dir, getattr(args, "dataset", None))
 
 
 def _check_inputs(data, n_inputs: int):
@@ -651,8 +607,8 @@ def main(argv=None) -> int:
         return args.func(args)
     except UsageError as e:
         args.parser.error(str(e))      # the subcommand's usage, exit 2
-    except (DeviceError, DeviceTimeout, ProtocolError, ImageError, ConfigError, DataSpecError,
-            OSError, ValueError, ImportError) as e:
+    except (DeviceError, DeviceTimeout, ProtocolError, ImageError, ConfigError, DataError,
+            DataSpecError, OSError, ValueError, ImportError) as e:
         print(f"nsm: error: {e}", file=sys.stderr)
         return EXIT_ERROR
     return EXIT_ERROR

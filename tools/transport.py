@@ -4,7 +4,7 @@
 
 - `SerialTransport(port, baud)`: a board over a serial port (pyserial);
 - `SimTransport(config, baud_divisor)`: the Verilator simulation, a harness executable from
-  `sim.verilator.build_harness` whose stdin/stdout are the device's UART;
+  `hw.harness.build_harness` whose stdin/stdout are the device's UART;
 - `ModelTransport(config)`: a SOFTWARE MODEL of the device in pure Python (the golden model
   behind the protocol of `firmware/frames.py`), for fast tests of the client and dry runs.
 
@@ -27,7 +27,7 @@ import numpy as np
 from firmware.frames import (DEFAULT_BAUD, HEAD_BYTES, MAX_PAYLOAD, SYNC_REQUEST, DeviceState,
                              InferenceResult, Opcode, Status, crc8, decode_result, encode_compact,
                              encode_identify, encode_response, encode_result, encode_status,
-                             input_length, no_payload, score_bytes, unpack_input)
+                             refusal, score_bytes, unpack_input)
 from firmware.image_format import CRC_BYTES, image_crc
 from model.config import NSMConfig
 
@@ -110,14 +110,14 @@ _HARNESS_REPORT = re.compile(r"nsm_harness: (\d+) cycles simulated in [\d.]+ s, 
 class SimTransport(Transport):
     """The Verilator simulation of the device: the harness's stdin/stdout are its UART.
 
-    `executable` overrides the harness (otherwise `sim.verilator.build_harness` builds or
+    `executable` overrides the harness (otherwise `hw.harness.build_harness` builds or
     reuses it, which can take minutes the first time).
     """
 
     def __init__(self, config: NSMConfig, baud_divisor: int = 8, *,
                  executable: str | Path | None = None):
         if executable is None:
-            from sim.verilator import build_harness
+            from hw.harness import build_harness
 
             executable = build_harness(config, baud_divisor=baud_divisor)
         self.executable = Path(executable)
@@ -255,15 +255,12 @@ class ModelTransport(Transport):
             Opcode.READ_RESULT: self._read_result, Opcode.READ_STATUS: self._read_status,
             Opcode.INFER: self._infer,
         }.get(opcode)
-        if handler is None:
-            self._reply(Status.UNKNOWN_OPCODE)
-        elif no_payload(opcode) and payload:
-            self._reply(Status.BAD_LENGTH)
-        elif opcode == Opcode.IMAGE_DATA and not payload:
-            self._reply(Status.BAD_LENGTH)
-        elif (opcode in (Opcode.WRITE_INPUT, Opcode.INFER)
-              and len(payload) != input_length(self.config.n_inputs)):
-            self._reply(Status.BAD_LENGTH)
+        # The device's preconditions, from the same table (never busy: START runs to the end).
+        status = refusal(opcode, len(payload), self.config.n_inputs, busy=False,
+                         loading=self._loader is not None, image=self._params is not None,
+                         input=self._input is not None, result=self._result is not None)
+        if status != Status.OK:
+            self._reply(status)
         else:
             handler(payload)
 
@@ -276,18 +273,12 @@ class ModelTransport(Transport):
         self._reply(Status.OK)
 
     def _image_data(self, payload: bytes):
-        if self._loader is None:
-            self._reply(Status.IMAGE_NOT_BEGUN)
-            return
         error = self._loader.feed(payload)
         if error != Status.OK:
             self._loader = None
         self._reply(error)
 
     def _image_end(self, _):
-        if self._loader is None:
-            self._reply(Status.IMAGE_NOT_BEGUN)
-            return
         loader, self._loader = self._loader, None
         if not loader.complete:
             self._reply(Status.IMAGE_LENGTH)
@@ -301,21 +292,12 @@ class ModelTransport(Transport):
         self._reply(Status.OK)
 
     def _infer(self, payload: bytes):
-        if self._params is None:
-            self._reply(Status.NO_IMAGE)
-            return
         self._input = np.asarray(unpack_input(payload, self.config.n_inputs), dtype=np.int64)
         self._run()
         self._reply(Status.OK, encode_compact(self.config.n_classes, decode_result(
             self.config.n_classes, score_bytes(self.config), self._result)))
 
     def _start(self, _):
-        if self._params is None:
-            self._reply(Status.NO_IMAGE)
-            return
-        if self._input is None:
-            self._reply(Status.NO_INPUT)
-            return
         self._run()
         self._reply(Status.OK)
 
@@ -333,9 +315,6 @@ class ModelTransport(Transport):
         self._inferences += 1
 
     def _read_result(self, _):
-        if self._result is None:
-            self._reply(Status.NO_INPUT)
-            return
         self._reply(Status.OK, self._result)
 
     def _read_status(self, _):

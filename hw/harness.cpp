@@ -6,7 +6,7 @@
 // QUIET_CYCLES since the last UART activity (so that the device's inter-byte timeout can fire).
 // Otherwise the harness blocks in poll() on stdin and costs nothing. It exits on stdin EOF once
 // the UART has been quiet and the device idle for QUIET_CYCLES, and prints on stderr the cycles
-// simulated. Built by `sim.verilator.build_harness(config, baud_divisor=...)`.
+// simulated. Built by `hw.harness.build_harness(config, baud_divisor=...)`.
 
 #include <errno.h>
 #include <poll.h>
