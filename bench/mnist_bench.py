@@ -212,12 +212,12 @@ def step_times(args, out, steps: int = 60):
 
 
 def scaling_and_fig2(args, out):
-    from model.plots import plot_preact_percentiles
+    from model.plots import plot_preact_percentiles, preact_quantity
 
     seed = int(args.seeds.split(",")[0])
     opts = trainmod.recipe("mnist", data_dir=str(args.data_dir), limit_test=args.limit_test)
     _, _, x_te, y_te = trainmod.prepare_data(opts)
-    scaled, traces = {}, {}
+    scaled, traces, quantities = {}, {}, {}
     for label, name in (("bNSM", "nsm"), ("StNN", "stnn"), ("MLP (relu)", "mlp")):
         model, _, ckpt = trainmod.load_checkpoint(args.runs / f"{name}-s{seed}" /
                                                   "checkpoint.pt")
@@ -225,9 +225,11 @@ def scaling_and_fig2(args, out):
         torch.manual_seed(seed + 2)
         scaled[label] = _err(trainmod.evaluate_mc(model, x_te, y_te, SCALE_K))
         traces[label] = ckpt["preact_trace"][:1000]
+        quantities[label] = preact_quantity(ckpt["options"])
     args.plots.mkdir(parents=True, exist_ok=True)
     fig2 = plot_preact_percentiles({k: v for k, v in traces.items() if k != "MLP (relu)"},
                                    args.plots / "mnist_fig2_percentiles.png",
+                                   quantities=quantities,
                                    title="MNIST: last hidden layer input, first 1000 steps")
     out["scaling_x0.1"] = {"K": SCALE_K, "error": scaled}
     out["plots"] = {"fig2": str(fig2.relative_to(ROOT) if fig2.is_relative_to(ROOT) else fig2)}
