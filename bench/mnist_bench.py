@@ -94,7 +94,7 @@ def _args(argv):
                    help="processes for the trainings, the golden model's sessions and the "
                         "RTL (default %(default)s)")
     p.add_argument("--train-only", action="store_true",
-                   help="only train the PI-MNIST runs that are not complete")
+                   help="only train the runs that are not complete")
     p.add_argument("--skip-conv", action="store_true", help="leave out the conv table")
     p.add_argument("--skip-rtl", action="store_true", help="leave out the RTL comparison")
     p.add_argument("--json", type=Path, default=None, help="write the figures to this file")
@@ -158,19 +158,39 @@ def _train_job(opts: trainmod.TrainOptions, threads: int):
     return _run(opts)
 
 
-def pi_mnist(args, out):
+def conv_runs(args):
+    """(label, TrainOptions) of every conv run of the table, in its order."""
+    return [(label, trainmod.recipe("mnist", "conv", data_dir=str(args.data_dir), seed=0,
+                                    epochs=args.conv_epochs, limit_test=args.conv_test,
+                                    limit_train=args.conv_train,
+                                    out=str(args.runs / f"conv-{label.lower()}-s0"), **kw))
+            for label, kw in CONV_MODELS.items()]
+
+
+def train_all(args) -> dict:
+    """Every run of the tables, {run_dir: (metrics, reused?)}: incomplete runs train `--jobs`
+    at a time, each in its own process of `--threads`."""
     import multiprocessing as mp
 
-    runs = fc_runs(args)
-    # Incomplete runs train `--jobs` at a time, each in its own process of `--threads`.
+    runs = [opts for _, _, opts in fc_runs(args)]
+    if not args.skip_conv:
+        runs += [opts for _, opts in conv_runs(args)]
     with mp.get_context("spawn").Pool(max(1, args.jobs)) as pool:
-        results = pool.starmap(_train_job, [(opts, args.threads) for _, _, opts in runs])
-    rows, times = {}, {}
-    for (label, seed, opts), (m, reused) in zip(runs, results):
-        rows.setdefault(label, {})[seed] = {
-            "K": {k: _err(m["test_accuracy"][str(k)]) for k in KS},
+        results = pool.starmap(_train_job, [(opts, args.threads) for opts in runs])
+    return {opts.run_dir: r for opts, r in zip(runs, results)}
+
+
+def _row(m, reused: bool) -> dict:
+    return {"K": {k: _err(m["test_accuracy"][str(k)]) for k in KS},
             "epochs": len(m["history"]), "seconds_per_epoch": _sec_per_epoch(m),
-            "reused": reused, "run": str(opts.run_dir)}
+            "reused": reused}
+
+
+def pi_mnist(args, out, trained: dict):
+    rows, times = {}, {}
+    for label, seed, opts in fc_runs(args):
+        m, reused = trained[opts.run_dir]
+        rows.setdefault(label, {})[seed] = {**_row(m, reused), "run": str(opts.run_dir)}
         times[label] = _sec_per_epoch(m)
     out["pi_mnist"] = {"rows": rows, "paper": PAPER_TABLE1,
                        "epochs": trainmod.recipe("mnist").epochs if args.epochs is None
@@ -235,17 +255,8 @@ def scaling_and_fig2(args, out):
     out["plots"] = {"fig2": str(fig2.relative_to(ROOT) if fig2.is_relative_to(ROOT) else fig2)}
 
 
-def conv(args, out):
-    rows = {}
-    for label, kw in CONV_MODELS.items():
-        opts = trainmod.recipe("mnist", "conv", data_dir=str(args.data_dir), seed=0,
-                               epochs=args.conv_epochs, limit_test=args.conv_test,
-                               limit_train=args.conv_train,
-                               out=str(args.runs / f"conv-{label.lower()}-s0"), **kw)
-        m, reused = _run(opts)
-        rows[label] = {"K": {k: _err(m["test_accuracy"][str(k)]) for k in KS},
-                       "epochs": len(m["history"]), "seconds_per_epoch": _sec_per_epoch(m),
-                       "reused": reused}
+def conv(args, out, trained: dict):
+    rows = {label: _row(*trained[opts.run_dir]) for label, opts in conv_runs(args)}
     out["conv"] = {"rows": rows, "paper": PAPER_TABLE2, "test_images": args.conv_test,
                    "train_images": args.conv_train}
 
@@ -547,19 +558,18 @@ def markdown(out) -> str:
 
 def main(argv=None) -> int:
     args = _args(argv)
-    if args.train_only:
-        fake = {}
-        pi_mnist(args, fake)
-        return 0
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     out = {"date": time.strftime("%Y-%m-%d", time.gmtime())}
     try:
-        pi_mnist(args, out)
+        trained = train_all(args)
+        if args.train_only:
+            return 0
+        pi_mnist(args, out, trained)
         step_times(args, out)
         scaling_and_fig2(args, out)
         if not args.skip_conv:
-            conv(args, out)
+            conv(args, out, trained)
         q, logits, y, ood_logits = accelerator(args, out)
         uncertainty(args, out, q, logits, y, ood_logits)
     except datamod.DataError as e:
