@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -494,15 +495,21 @@ def uncertainty(args, out, q, logits, y, ood_logits):
 
 
 def markdown(out) -> str:
-    lines = [f"PI-MNIST 784-300-300-300-10, threshold inputs, {out['pi_mnist']['epochs']} epochs "
+    lines = [f"Machine: {out['cpus']} cores shared with other jobs, 1-minute load average "
+             f"{out['load_average_start']} at the start and {out['load_average_end']} at the "
+             f"end: the seconds below are this load's. Bench run {out['seconds']} s; runs "
+             f"marked reused were trained by an earlier call (same recipe, same run "
+             f"directory).", "",
+             f"PI-MNIST 784-300-300-300-10, threshold inputs, {out['pi_mnist']['epochs']} epochs "
              f"(the paper: 200), Adam lr 3e-4 with linear decay, batch 100; test error %",
-             "", "| model | seed | epochs | K=1 | K=16 | K=100 | paper (Table 1) | s/epoch |",
-             "|---|---|---|---|---|---|---|---|"]
+             "", "| model | seed | epochs | K=1 | K=16 | K=100 | paper (Table 1) | s/epoch "
+             "| reused |", "|---|---|---|---|---|---|---|---|---|"]
     for label, seeds in out["pi_mnist"]["rows"].items():
         for seed, r in seeds.items():
             paper = PAPER_TABLE1.get(label, "")
             lines.append(f"| {label} | {seed} | {r['epochs']} | {r['K'][1]} | {r['K'][16]} | "
-                         f"{r['K'][100]} | {paper} | {r['seconds_per_epoch']} |")
+                         f"{r['K'][100]} | {paper} | {r['seconds_per_epoch']} | "
+                         f"{'yes' if r['reused'] else 'no'} |")
     lines += ["", f"bNSM epoch / MLP epoch: {out['pi_mnist']['bnsm_over_mlp_epoch_time']} "
               f"(medians of the runs' epochs); measured with the models taking turns step by "
               f"step in one process: " + ", ".join(
@@ -519,10 +526,11 @@ def markdown(out) -> str:
                   f"{c['train_images'] or 60000} images per epoch, first {c['test_images']} "
                   f"test images; "
                   "test error %", "", "| model | epochs | K=1 | K=16 | K=100 | paper (Table 2, "
-                  "200 epochs) | s/epoch |", "|---|---|---|---|---|---|---|"]
+                  "200 epochs) | s/epoch | reused |", "|---|---|---|---|---|---|---|---|"]
         for label, r in c["rows"].items():
             lines.append(f"| {label} | {r['epochs']} | {r['K'][1]} | {r['K'][16]} | "
-                         f"{r['K'][100]} | {PAPER_TABLE2[label]} | {r['seconds_per_epoch']} |")
+                         f"{r['K'][100]} | {PAPER_TABLE2[label]} | {r['seconds_per_epoch']} | "
+                         f"{'yes' if r['reused'] else 'no'} |")
     if "accelerator" in out:
         a = out["accelerator"]
         lines += ["", f"On the accelerator ({a['config']}):", "",
@@ -568,7 +576,8 @@ def main(argv=None) -> int:
     args = _args(argv)
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    out = {"date": time.strftime("%Y-%m-%d", time.gmtime())}
+    out = {"date": time.strftime("%Y-%m-%d", time.gmtime()),
+           "load_average_start": round(os.getloadavg()[0], 1), "cpus": os.cpu_count()}
     try:
         trained = train_all(args)
         if args.train_only:
@@ -584,6 +593,10 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     out["seconds"] = round(time.perf_counter() - t0, 1)
+    out["load_average_end"] = round(os.getloadavg()[0], 1)
+    # Kept beside the runs too, so that the figures outlive a failure of what follows.
+    args.runs.mkdir(parents=True, exist_ok=True)
+    (args.runs / "figures.json").write_text(json.dumps(out, indent=1, default=str))
     text = markdown(out)
     print(text)
     if args.json:

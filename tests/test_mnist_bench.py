@@ -50,3 +50,41 @@ def test_rtl_results_equal_the_golden_model_at_the_fastest_uart():
     r = mb.compare_rtl(rtl, logits, np.zeros(len(x), np.int64), CONFIG.samples)
     assert (r["images"], r["equal_to_golden"]) == (30, 30)
     assert len({tuple(s) for s in rtl["scores"]}) > 1
+
+
+def _figures():
+    row = {"K": {1: 2.0, 16: 1.5, 100: 1.4}, "epochs": 60, "seconds_per_epoch": 7.0,
+           "reused": True}
+    return {
+        "cpus": 2, "load_average_start": 3.0, "load_average_end": 4.0, "seconds": 10.0,
+        "pi_mnist": {"rows": {"bNSM": {0: row, 1: row}, "StNN": {0: row},
+                              "binary STE": {0: row}, "MLP (relu)": {0: row}},
+                     "epochs": 60, "bnsm_over_mlp_epoch_time": 1.1},
+        "epoch_seconds_interleaved": {"bNSM": 7.0, "MLP (relu)": 5.0},
+        "bnsm_over_mlp_interleaved": 1.4,
+        "scaling_x0.1": {"K": 16, "error": {"bNSM": 1.5}},
+        "conv": {"rows": {k: {**row, "reused": False} for k in mb.PAPER_TABLE2},
+                 "test_images": 200, "train_images": 6000},
+        "accelerator": {"config": "cfg", "images": 5000, "K": 16, "session_images": 1000,
+                        "float_error_K16": 1.5, "golden_error_K16": 1.6,
+                        "golden_minus_float_pp": 0.1, "golden_seconds": 500.0,
+                        "golden_wall_seconds": 250.0, "golden_seconds_per_image": 0.1,
+                        "golden_sessions_reused": 5, "golden_jobs": 2,
+                        "quantization_saturated": 0,
+                        "rtl": {**mb.compare_rtl(_as_rtl(_case()[2]), _case()[2],
+                                                 np.zeros(12, np.int64), CONFIG.samples),
+                                "reused": True}},
+        "uncertainty": {"ks": [1, 16], "ece": [0.02, 0.01], "auroc_entropy": [0.5, 0.8],
+                        "auroc_margin": [0.9, 0.94], "in_images": 5000, "ood_images": 1000,
+                        "mlp": {"ece": 0.01, "auroc_entropy": 0.9, "auroc_margin": 0.9},
+                        "plot": "bench/plots/mnist_uncertainty.png"},
+        "plots": {"fig2": "bench/plots/mnist_fig2_percentiles.png"}}
+
+
+def test_markdown_states_the_rtl_count_and_what_was_reused():
+    text = mb.markdown(_figures())
+    assert "**RTL equals golden model (class, scores, votes): 12 of 12 images**" in text
+    assert "at 4 clocks per bit" in text and "(reused from the cache" in text
+    assert "| bNSM | 1 | 60 | 2.0 | 1.5 | 1.4 | 1.36 | 7.0 | yes |" in text
+    assert "| gNSM | 60 | 2.0 | 1.5 | 1.4 | 0.805 | 7.0 | no |" in text
+    assert "load average 3.0 at the start and 4.0 at the end" in text
