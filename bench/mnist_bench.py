@@ -522,9 +522,10 @@ def markdown(out) -> str:
                   f" (paper: bNSM scaled {PAPER_TABLE1['bNSM x0.1']} at K=100)"]
     if "conv" in out:
         c = out["conv"]
-        lines += ["", f"Conv 32c5-p2-64c5-p2-1024-10, trained on "
-                  f"{c['train_images'] or 60000} images per epoch, first {c['test_images']} "
-                  f"test images; "
+        n = c["train_images"] or 60000
+        lines += ["", f"Conv 32c5-p2-64c5-p2-1024-10, each epoch a pass over the first {n} "
+                  f"training images ({n / 60000:.0%} of a full epoch), first "
+                  f"{c['test_images']} test images; "
                   "test error %", "", "| model | epochs | K=1 | K=16 | K=100 | paper (Table 2, "
                   "200 epochs) | s/epoch | reused |", "|---|---|---|---|---|---|---|---|"]
         for label, r in c["rows"].items():
