@@ -281,6 +281,7 @@ def _golden_cached(q, x, k, path: Path):
     t = time.perf_counter()
     logits = golden_results(q, x, k)[0]
     seconds = time.perf_counter() - t
+    path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, logits=logits, key=key, seconds=seconds)
     return logits, seconds, False
 
