@@ -9,7 +9,8 @@ Sections, in order (`--list` prints them), each printing as it goes:
                                                                  (bench/golden_bench.py)
 - sim: Verilator simulation cycles per second, under cocotb and bare (bench/sim_speed.py)
 - link: end-to-end inferences/s through the simulated UART, image load time (bench/link_bench.py)
-- mnist: the paper's MNIST tables, quantized/golden/RTL figures, uncertainty (bench/mnist_bench.py)
+- mnist: the paper's MNIST tables, quantized/golden/RTL figures, uncertainty (bench/mnist_bench.py;
+  `--mnist-args "..."` passes its options)
 - cycles: cycles per inference against the ideal, measured on the simulated accelerator for the
   digits and the paper's network, with the inferences per second at each board's clock
 - boards: resources, clock, Fmax, synapse-ops per clock and the fractions of the chip's bounds
@@ -28,6 +29,7 @@ import datetime
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -173,10 +175,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="Fashion-MNIST training epochs (default: bench/train_bench.py's)")
     p.add_argument("--fashion-limit", type=int, default=None,
                    help="train on the first N Fashion-MNIST images (default: all 60,000)")
+    p.add_argument("--mnist-args", default="",
+                   help="options of bench/mnist_bench.py, as one string (e.g. "
+                        "\"--conv-train 12000 --golden-images 5000\")")
     return p
 
 
 def _script_args(name: str, args, plots: Path) -> list[str]:
+    if name == "mnist":
+        return shlex.split(args.mnist_args)
     if name != "train":
         return []
     out = (["--quick"] if args.quick else []) + ["--plots", os.path.relpath(plots, ROOT)]

@@ -34,8 +34,8 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from model import train as trainmod  # noqa: E402
-from model.plots import (PREACT_QUANTITY, plot_accuracy_panels,  # noqa: E402
-                         plot_preact_percentiles)
+from model.plots import (plot_accuracy_panels, plot_preact_percentiles,  # noqa: E402
+                         preact_quantity)
 
 KS = (1, 4, 16, 100)
 
@@ -169,6 +169,8 @@ def bench_fashion(args, out: dict, runs_dir: Path):
                       "test_accuracy": {k: m["test_accuracy"] for k, m in rows.items()},
                       "scaled_x0.1_accuracy_k16": scaled}
     traces = {label: rows[label]["preact_percentiles"] for label in ("bNSM", "StNN")}
+    out["fashion"]["preact_quantity"] = {label: preact_quantity(rows[label]["options"])
+                                         for label in traces}
     n = rows["bNSM"]["test_images"]
     return ({f"Fashion-MNIST: {n} test images": (
         {k: m["test_accuracy"] for k, m in rows.items()}, n)}, traces)
@@ -218,7 +220,7 @@ def main(argv=None) -> int:
         if traces:
             written.append(plot_preact_percentiles(
                 traces, plots / "preact_percentiles.png",
-                quantities={"bNSM": PREACT_QUANTITY["nsm"], "StNN": PREACT_QUANTITY["stnn"]}))
+                quantities=out["fashion"]["preact_quantity"]))
         print("\nplots: " + ", ".join(str(p) for p in written))
         out["plots"] = [str(p) for p in written]
     if args.json:

@@ -18,7 +18,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 __all__ = ["wilson_interval", "plot_accuracy_vs_k", "plot_accuracy_panels",
-           "plot_preact_percentiles", "plot_runs", "PREACT_QUANTITY", "main"]
+           "plot_preact_percentiles", "plot_runs", "PREACT_QUANTITY", "preact_quantity",
+           "main"]
 
 # Marker and line style per curve, in order: curves stay distinguishable where they coincide,
 # in greyscale too.
@@ -30,10 +31,20 @@ K_OFFSET_DECADES = 0.025
 # What `last_hidden_preact()` records for each model kind (the argument of its activation).
 PREACT_QUANTITY = {
     "nsm": "v = beta (w.z) / ||w|| + b, normalized (argument of erf)",
-    "stnn": "u = w.z + b, raw (P(z = +1) = sigmoid(u))",
+    "stnn": "u = w.z, raw, no biases (P(z = +1) = sigmoid(u))",
+    "stnn-bias": "u = w.z + b, raw (P(z = +1) = sigmoid(u))",
     "binary": "u = w.z + b, raw (argument of sign)",
     "mlp": "u = w.z + b, raw (argument of the activation)",
 }
+
+
+def preact_quantity(options: dict) -> str | None:
+    """What a run of `options` (its TrainOptions as a dict) records as the last hidden layer's
+    pre-activation: PREACT_QUANTITY of its model, the StNN's with or without biases."""
+    model = options.get("model")
+    if model == "stnn" and options.get("stnn_bias"):
+        return PREACT_QUANTITY["stnn-bias"]
+    return PREACT_QUANTITY.get(model)
 
 
 def wilson_interval(accuracy: float, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -172,7 +183,7 @@ def plot_runs(run_dirs, out_dir) -> list[Path]:
             images[f"{label} {bits}-bit"] = n
         if any(t is not None for t in metrics.get("preact_percentiles", [])):
             traces[label] = metrics["preact_percentiles"]
-            quantities[label] = PREACT_QUANTITY.get(metrics.get("options", {}).get("model"))
+            quantities[label] = preact_quantity(metrics.get("options", {}))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [plot_accuracy_vs_k(curves, out_dir / "accuracy_vs_k.png", images=images)]

@@ -122,3 +122,18 @@ def test_unknown_sections_are_a_usage_error(only, tmp_path, capsys):
     assert e.value.code == 2
     assert "--only:" in capsys.readouterr().err
     assert not (tmp_path / "results.json").exists()
+
+
+def test_mnist_args_reach_the_mnist_bench(tmp_path):
+    """--mnist-args is split into bench/mnist_bench.py's own options (and only the mnist
+    section gets them); that script's parser takes them."""
+    from bench.__main__ import _parser, _script_args
+    from bench.mnist_bench import _args
+
+    args = _parser().parse_args(["--only", "mnist", "--mnist-args",
+                                 "--conv-train 12000 --golden-images 5000 --skip-rtl"])
+    got = _script_args("mnist", args, tmp_path)
+    assert got == ["--conv-train", "12000", "--golden-images", "5000", "--skip-rtl"]
+    parsed = _args(got)
+    assert (parsed.conv_train, parsed.golden_images, parsed.skip_rtl) == (12000, 5000, True)
+    assert "--conv-train" not in _script_args("golden", args, tmp_path)

@@ -400,3 +400,23 @@ def test_infer_stream_without_image_raises_and_leaves_the_link_clean(device):
         list(device.infer_stream(np.ones((3, CONFIG.n_inputs), np.int64), window=3))
     assert e.value.status == Status.NO_IMAGE
     assert device.identify().identity == CONFIG.identity    # no answer left unread
+
+
+def test_read_result_after_infer_is_that_inference():
+    """READ_RESULT after each INFER gives that input's full result (scores included): what
+    WRITE_INPUT/START/READ_RESULT give for the same inputs in the same order."""
+    params = _params()
+    inputs = np.random.default_rng(SEED + 1).choice(np.array([-1, 1]), size=(5, CONFIG.n_inputs))
+    one = Device(ModelTransport(CONFIG))
+    one.load_image(write_image(params), progress=False)
+    want = [one.infer(x) for x in inputs]
+    dev = Device(ModelTransport(CONFIG))
+    dev.load_image(write_image(params), progress=False)
+    got = []
+    for x in inputs:
+        compact = next(dev.infer_stream([x], window=1))
+        full = dev.read_result()
+        assert (compact.cls, compact.votes) == (full.cls, full.votes)
+        got.append(full)
+    assert got == want
+    assert len({w.scores for w in want}) > 1       # the inputs give different scores

@@ -120,3 +120,34 @@ def test_report_rows_carry_their_intervals(job):
     for row in report["rows"].values():
         for k, acc in row["accuracy"].items():
             assert tuple(row["ci95"][k]) == wilson_interval(acc, N_IMAGES)
+
+
+@pytest.mark.parametrize("noise", ["lfsr", "ideal"])
+def test_golden_rows_reuse_the_trainings_golden_evaluation(monkeypatch, noise):
+    """The golden row equals the golden model run from the seeds at each K; the device's K and
+    the training's own golden evaluation (noise lfsr, K=1 on the same images) are not rerun."""
+    from model import golden
+    from model.config import NSMConfig
+    from model.params import QuantizedNSM
+    from model.quantize import evaluate_quantized
+    from tools.main import KS, golden_rows
+
+    cfg = NSMConfig((20, 9, 5, 3), lanes=4, samples=16, name="tiny")
+    params = QuantizedNSM.random(cfg, np.random.default_rng(3))
+    rng = np.random.default_rng(4)
+    inputs = rng.choice([-1, 1], size=(40, 20)).astype(np.int64)
+    labels = rng.integers(0, 3, size=40)
+
+    def at(k):
+        p = params.replace(config=NSMConfig.from_dict({**cfg.to_dict(), "samples": k}))
+        return float(np.mean(golden.run(p, inputs, trace=False).cls == labels))
+
+    want = {k: at(k) for k in KS}
+    trained = {"noise": noise, "test_accuracy": {"1": evaluate_quantized(
+        params, inputs, labels, [1], seed=0, noise=noise)[1]}}
+    expected = golden.run(params, inputs, trace=False)
+    ran, real_run = [], golden.run
+    monkeypatch.setattr(golden, "run",
+                        lambda p, *a, **kw: ran.append(p.config.samples) or real_run(p, *a, **kw))
+    assert golden_rows(params, inputs, labels, expected, trained) == want
+    assert sorted(ran) == ([4, 100] if noise == "lfsr" else [1, 4, 100])

@@ -52,3 +52,25 @@ def test_panels_one_per_data_set_and_percentile_panels_labelled(tmp_path):
     titles = [ax.get_title() for ax in np.ravel(captured["axes"])]
     assert titles == [f"bNSM: {plots.PREACT_QUANTITY['nsm']}",
                       f"StNN: {plots.PREACT_QUANTITY['stnn']}"]
+
+
+@pytest.mark.parametrize("model,bias", [("stnn", False), ("stnn", True), ("binary", False),
+                                        ("mlp", False)],
+                         ids=["stnn", "stnn-bias", "binary", "mlp"])
+def test_preact_label_says_whether_the_model_adds_a_bias(model, bias):
+    """The Fig. 2 panel title names u = w.z + b only for a model whose hidden layers have
+    biases (the paper's StNN has none)."""
+    import dataclasses
+
+    import torch
+
+    from model.train import build_model, recipe
+
+    opts = recipe("mnist", model=model, stnn_bias=bias, hidden=(5, 5))
+    net = build_model(opts, 12, 3)
+    hidden_bias = [m.bias is not None for m in net.modules()
+                   if isinstance(m, torch.nn.Linear)][:-1]
+    label = plots.preact_quantity(dataclasses.asdict(opts))
+    assert hidden_bias and all(b == hidden_bias[0] for b in hidden_bias)
+    assert ("w.z + b" in label) == hidden_bias[0]
+    assert ("no biases" in label) == (not hidden_bias[0])

@@ -181,7 +181,7 @@ class Device:
             self.identify()
         self.command(Opcode.WRITE_INPUT, pack_input(input_pm1, self._identity.layer_sizes[0]))
         self.command(Opcode.START)
-        return self._read_result()
+        return self.read_result()
 
     def infer_stream(self, inputs, *, window: int | None = None,
                      progress: bool = False) -> Iterator[CompactResult]:
@@ -220,8 +220,11 @@ class Device:
                 bar.update(1)
                 yield self._decode(frames.decode_compact, n_classes, body)
 
-    def _read_result(self) -> InferenceResult:
-        n_classes = self._identity.layer_sizes[-1]
+    def read_result(self) -> InferenceResult:
+        """The full result of the last inference (READ_RESULT: class, scores, votes, cycles),
+        of START or INFER alike; polls while the device is BUSY."""
+        if self._identity is None:
+            self.identify()
         # The device answers BUSY while it runs: poll until the result is there.
         deadline = time.monotonic() + self.infer_timeout
         while True:
