@@ -8,10 +8,11 @@ for each of the M sample slots and their noise bits, and updates every (slot, la
     S1           memory data, the chunk's states, xi; the LFSRs step
     lane array   registered terms, adder-tree levels, accumulators (hw/lanes.py)
     epilogue     E shared units: u, z of each (slot, lane) pair (hw/epilogue.py)
-    write-back   z into the slot's activation buffer; logits into the scores (hw/scores.py)
+    write-back   z into the slot's state buffer (hw/states.py); logits into the scores
+                 (hw/scores.py)
 """
 
-from amaranth.hdl import Array, Module, Mux, Signal
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 
@@ -23,6 +24,7 @@ from .lanes import LaneArray
 from .lfsr import LFSRBank
 from .scores import Scores
 from .sequencer import IssueLayout, Sequencer
+from .states import StateBuffers
 
 __all__ = ["NSMEngine"]
 
@@ -63,7 +65,7 @@ class NSMEngine(wiring.Component):
     def elaborate(self, platform):
         cfg = self._config
         m = Module()
-        M, P, lanes = cfg.parallel_samples, cfg.inputs_per_cycle, cfg.lanes
+        lanes = cfg.lanes
         out_layer = cfg.n_layers - 1
 
         # -- memories and loading, accepted only while idle ------------------------------------
@@ -85,10 +87,11 @@ class NSMEngine(wiring.Component):
         m.d.comb += [w_addr.eq(Mux(w_load, self.weight_wr.addr, seq.issue.w_addr)),
                      w_read.addr.eq(w_addr), w_write.addr.eq(w_addr), w_write.en.eq(w_load),
                      w_write.data.eq(self.weight_wr.data), w_read.en.eq(~w_load)]
-        # Input states: a register vector written by bytes, read P bits a chunk.
-        inputs = Signal(max(cfg.chunks(0) * P, -(-cfg.n_inputs // 8) * 8))
-        with m.If(self.input_wr.en & ~self.busy):
-            m.d.sync += inputs.word_select(self.input_wr.addr, 8).eq(self.input_wr.data)
+        # Input states and hidden states (hw/states.py).
+        m.submodules.states = states = StateBuffers(cfg)
+        m.d.comb += [states.input_wr.en.eq(self.input_wr.en & ~self.busy),
+                     states.input_wr.addr.eq(self.input_wr.addr),
+                     states.input_wr.data.eq(self.input_wr.data)]
         m.submodules.noise = noise = self.noise
         m.d.comb += [noise.seed_wr.en.eq(self.seed_wr.en & ~self.busy),
                      noise.seed_wr.addr.eq(self.seed_wr.addr),
@@ -106,22 +109,12 @@ class NSMEngine(wiring.Component):
             m.d.sync += cycles.eq(cycles + 1)
         m.d.comb += self.result.cycles.eq(cycles)
 
-        # -- S1: the chunk's states per slot (input buffer or activation buffer), the noise ----
+        # -- S1: the chunk's states per slot, the noise ----------------------------------------
         s1 = Signal(IssueLayout(cfg))
         m.d.sync += s1.eq(seq.issue)
-        act_bits = max([cfg.chunks(l) * P for l in range(1, cfg.n_layers)]
-                       + [cfg.fan_out(l) for l in cfg.hidden_layers])
-        # Ping-pong: hidden layer l writes buffer l % 2, layer l + 1 reads it.
-        act = [[Signal(act_bits, name=f"act{n}_slot{s}") for s in range(M)] for n in range(2)]
+        m.d.comb += [states.layer.eq(s1.layer), states.chunk.eq(s1.chunk)]
         m.submodules.lanes = lane_array = LaneArray(cfg, GroupTag(cfg))
-        def chunk_of(vector):
-            """The P bits of chunk s1.chunk: a mux of slices (word_select by a P that is not a
-            power of two would multiply)."""
-            return Array(vector[c * P:(c + 1) * P] for c in range(len(vector) // P))[s1.chunk]
-
-        for s in range(M):
-            hidden_z = chunk_of(Mux(s1.layer[0], act[0][s], act[1][s]))
-            m.d.comb += lane_array.z[s].eq(Mux(s1.layer == 0, chunk_of(inputs), hidden_z))
+        m.d.comb += lane_array.z.eq(states.z)
         s1_hidden = s1.layer != out_layer
         m.d.comb += [noise.advance.eq(s1.valid & s1_hidden),
                      noise.save.eq(s1.valid & s1.first & s1.first_group),
@@ -142,15 +135,7 @@ class NSMEngine(wiring.Component):
                      epilogue.d.eq(lane_array.d), epilogue.tag.eq(lane_array.tag_out),
                      epilogue.a.eq(params["a"].data), epilogue.b.eq(params["b"].data)]
 
-        # -- write-back of hidden states, scores, trace ---------------------------------------
-        out = epilogue.out
-        for n in range(2):
-            with m.If(out.valid & (out.payload.layer != out_layer) & (out.payload.layer[0] == n)):
-                for entry in out.payload.entries:
-                    for s in range(M):
-                        with m.If(entry.valid & (entry.slot == s)):
-                            m.d.sync += act[n][s].bit_select(entry.neuron, 1).eq(entry.z)
-        m.d.comb += [scores.entries.valid.eq(out.valid), scores.entries.payload.eq(out.payload),
-                     self.trace_stream.valid.eq(out.valid),
-                     self.trace_stream.payload.eq(out.payload)]
+        # -- the results: hidden states written back, logits scored, every one traced --------
+        for sink in (states.results, scores.entries, self.trace_stream):
+            m.d.comb += [sink.valid.eq(epilogue.out.valid), sink.payload.eq(epilogue.out.payload)]
         return m

@@ -226,3 +226,57 @@ def test_scores_votes_and_class_with_ties(overrides):
         assert int(r.cls) == want_cls[0]
 
     run(dut, bench)
+
+
+@pytest.mark.parametrize("overrides", CONFIGS.values(), ids=CONFIGS.keys())
+def test_state_buffers_write_bits_read_chunks(overrides):
+    """Input bytes and the epilogue's z bits (per slot, ping-pong by layer) come back as the P
+    states of each chunk, the inputs the same for every slot."""
+    from hw.states import StateBuffers
+    cfg = NSMConfig(**overrides)
+    M, P, E = cfg.parallel_samples, cfg.inputs_per_cycle, cfg.epilogue_units
+    rng = np.random.default_rng(SEED)
+    x = rng.integers(0, 2, size=cfg.n_inputs)
+    hidden = {l: rng.integers(0, 2, size=(M, cfg.fan_out(l))) for l in cfg.hidden_layers}
+    dut = StateBuffers(cfg)
+
+    def chunks(bits):
+        padded = np.zeros(-(-len(bits) // P) * P, dtype=np.int64)
+        padded[:len(bits)] = bits
+        return [sum(int(b) << p for p, b in enumerate(padded[c * P:(c + 1) * P]))
+                for c in range(len(padded) // P)]
+
+    async def bench(ctx):
+        for addr in range(-(-cfg.n_inputs // 8)):
+            ctx.set(dut.input_wr.en, 1)
+            ctx.set(dut.input_wr.addr, addr)
+            ctx.set(dut.input_wr.data, sum(int(b) << i for i, b in enumerate(x[addr * 8:
+                                                                            addr * 8 + 8])))
+            await ctx.tick()
+        ctx.set(dut.input_wr.en, 0)
+        for l, z in hidden.items():
+            pairs = [(s, i) for s in range(M) for i in range(cfg.fan_out(l))]
+            for n in range(0, len(pairs), E):
+                ctx.set(dut.results.valid, 1)
+                ctx.set(dut.results.payload.layer, l)
+                for e in range(E):
+                    entry = dut.results.payload.entries[e]
+                    ok = n + e < len(pairs)
+                    ctx.set(entry.valid, ok)
+                    if ok:
+                        s, i = pairs[n + e]
+                        ctx.set(entry.slot, s)
+                        ctx.set(entry.neuron, i)
+                        ctx.set(entry.z, int(z[s, i]))
+                await ctx.tick()
+            ctx.set(dut.results.valid, 0)
+            # Layer l + 1 reads what layer l wrote; layer 0 reads the inputs.
+            for layer, want in ((l + 1, [chunks(z[s]) for s in range(M)]),
+                                (0, [chunks(x)] * M)):
+                ctx.set(dut.layer, layer)
+                for c in range(len(want[0])):
+                    ctx.set(dut.chunk, c)
+                    assert [ctx.get(dut.z[s]) for s in range(M)] == [w[c] for w in want], \
+                        (layer, c)
+
+    run(dut, bench)
