@@ -112,7 +112,7 @@ class NSMEngine(wiring.Component):
         # -- S1: the chunk's states per slot, the noise ----------------------------------------
         s1 = Signal(IssueLayout(cfg))
         m.d.sync += s1.eq(seq.issue)
-        m.d.comb += [states.layer.eq(s1.layer), states.chunk.eq(s1.chunk)]
+        m.d.comb += [states.layer.eq(seq.issue.layer), states.chunk.eq(seq.issue.chunk)]
         m.submodules.lanes = lane_array = LaneArray(cfg, GroupTag(cfg))
         m.d.comb += lane_array.z.eq(states.z)
         s1_hidden = s1.layer != out_layer

@@ -231,7 +231,8 @@ def test_scores_votes_and_class_with_ties(overrides):
 @pytest.mark.parametrize("overrides", CONFIGS.values(), ids=CONFIGS.keys())
 def test_state_buffers_write_bits_read_chunks(overrides):
     """Input bytes and the epilogue's z bits (per slot, ping-pong by layer) come back as the P
-    states of each chunk, the inputs the same for every slot."""
+    states of each chunk, the inputs the same for every slot (the P = 1 configuration uses the
+    block-RAM form, the others the register vectors)."""
     from hw.states import StateBuffers
     cfg = NSMConfig(**overrides)
     M, P, E = cfg.parallel_samples, cfg.inputs_per_cycle, cfg.epilogue_units
@@ -276,6 +277,7 @@ def test_state_buffers_write_bits_read_chunks(overrides):
                 ctx.set(dut.layer, layer)
                 for c in range(len(want[0])):
                     ctx.set(dut.chunk, c)
+                    await ctx.tick()        # the states come in the cycle after (S1)
                     assert [ctx.get(dut.z[s]) for s in range(M)] == [w[c] for w in want], \
                         (layer, c)
 
