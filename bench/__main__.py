@@ -114,7 +114,7 @@ def _cycles_table(board_reports: list[dict]) -> str:
         rows.append(f"| {'-'.join(map(str, config.layer_sizes))} | {config.lanes} | "
                     f"{config.samples} | {cycles} | {per_sample:.1f} | "
                     f"{config.ideal_cycles_per_sample} | "
-                    f"{config.ideal_cycles_per_sample / per_sample:.4f} | {' | '.join(ips)} |")
+                    f"{config.ideal_cycles_per_inference / cycles:.4f} | {' | '.join(ips)} |")
         print(rows[-1], flush=True)
     return "\n".join(rows) + "\n"
 

@@ -38,8 +38,9 @@ class DocBlockError(ValueError):
 
 
 def weight_reads_per_inference(config: NSMConfig) -> int:
-    """Weight words the engine reads in one inference: every word once per sample."""
-    return config.samples * config.weight_words
+    """Weight words the engine reads in one inference: every word once per pass of M samples
+    side by side."""
+    return config.passes * config.weight_words
 
 
 def adder_floor_luts(config: NSMConfig) -> int:

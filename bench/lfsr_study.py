@@ -2,13 +2,15 @@
 
     python bench/lfsr_study.py                          # noise statistics only (digits shape)
     python bench/lfsr_study.py --run runs/digits-nsm-synapse-s0 [--limit 500]
+    python bench/lfsr_study.py --inputs-per-cycle 4 --parallel-samples 4   # another schedule
 
 Noise statistics (no trained model needed), for the network shape of the configuration, per LFSR
 choice (layout x width):
   keep rate        mean of xi (should be p),
   lane corr        largest |Pearson correlation| between the xi of two lanes of one group
                    (neighbouring neurons, same input, same cycle),
-  sample corr      correlation of the xi of one synapse in consecutive samples,
+  sample corr      correlation of the xi of one synapse in consecutive samples (with M > 1
+                   parallel samples: samples side by side in one pass, different generators),
   images/period    how many images the generator runs before its sequence repeats,
   distinct masks   fraction of distinct blank-out masks among the first layer's rows
                    (one row = the xi of one neuron in one sample; 1.000 = none repeated).
@@ -35,7 +37,7 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from model import golden  # noqa: E402
-from model.config import NSMConfig, digits_config  # noqa: E402
+from model.config import ConfigError, NSMConfig, digits_config  # noqa: E402
 from model.params import QuantizedNSM  # noqa: E402
 
 WIDTHS = (7, 9, 17, 31)
@@ -113,6 +115,10 @@ def main(argv=None):
     ap.add_argument("--widths", type=lambda s: tuple(int(v) for v in s.split(",")),
                     default=WIDTHS, help="LFSR widths, e.g. 7,9,17,31")
     ap.add_argument("--seed", type=int, default=0, help="seed of the ideal-noise torch run")
+    ap.add_argument("--inputs-per-cycle", type=int, default=None,
+                    help="P of the schedule (default: the configuration's)")
+    ap.add_argument("--parallel-samples", type=int, default=None,
+                    help="M of the schedule (default: the configuration's)")
     ap.add_argument("--plot", type=Path, default=None,
                     help="PNG of the accuracy table (with --run)")
     args = ap.parse_args(argv)
@@ -122,6 +128,14 @@ def main(argv=None):
         base = q.config
     else:
         q, base = None, digits_config()
+    schedule = {k: v for k, v in (("inputs_per_cycle", args.inputs_per_cycle),
+                                  ("parallel_samples", args.parallel_samples)) if v is not None}
+    try:
+        base = dataclasses.replace(base, **schedule)
+    except ConfigError as e:
+        raise SystemExit(f"lfsr_study: {e}") from None
+    if q is not None:
+        q = q.replace(config=base, seeds=base.default_seeds())
     print(f"configuration: {base.describe()}")
     for noise in ("synapse", "input"):
         cfg_n = dataclasses.replace(base, noise=noise)

@@ -102,12 +102,14 @@ def _lane_groups(config: NSMConfig, layer: int, vector: np.ndarray) -> np.ndarra
 
 
 def _weight_words(config: NSMConfig, layer: int, w: np.ndarray) -> np.ndarray:
-    """(N_out, N_in) -> (groups * N_in, lanes): word g * N_in + j, lane k = w[g*lanes + k, j]."""
-    n_in = config.fan_in(layer)
-    padded = np.zeros((config.groups(layer) * config.lanes, n_in), dtype=np.int64)
-    padded[:w.shape[0]] = w
-    grouped = padded.reshape(config.groups(layer), config.lanes, n_in).transpose(0, 2, 1)
-    return grouped.reshape(config.groups(layer) * n_in, config.lanes)
+    """(N_out, N_in) -> (groups * chunks, lanes * P): word g * chunks + c, lane k and position p
+    = w[g*lanes + k, c*P + p]; zero past N_out and past N_in (a zero weight adds nothing)."""
+    P, chunks, groups, lanes = (config.inputs_per_cycle, config.chunks(layer),
+                                config.groups(layer), config.lanes)
+    padded = np.zeros((groups * lanes, chunks * P), dtype=np.int64)
+    padded[:w.shape[0], :w.shape[1]] = w
+    grouped = padded.reshape(groups, lanes, chunks, P).transpose(0, 2, 1, 3)
+    return grouped.reshape(groups * chunks, lanes * P)
 
 
 # -- writing ---------------------------------------------------------------------------------------
@@ -299,16 +301,20 @@ def decode_body(cfg: NSMConfig, body: bytes, spec: DataSpec | None, *,
     offset = 0
     for name, words, bits in image_sections(cfg):
         nbytes = words * word_bytes(bits)
-        lanes = 1 if name == "seeds" else cfg.lanes
+        lanes = {"seeds": 1, "weights": cfg.lanes * cfg.inputs_per_cycle}.get(name, cfg.lanes)
         sections[name] = _unpack_words(body[offset:offset + nbytes], words, lanes,
                                        bits // lanes, name)
         offset += nbytes
     weights, a, bias = [], [], []
     for l in range(cfg.n_layers):
         n_out, n_in, groups = cfg.fan_out(l), cfg.fan_in(l), cfg.groups(l)
-        base = cfg.weight_base(l)
-        w = sections["weights"][base:base + groups * n_in].reshape(groups, n_in, cfg.lanes)
-        w = w.transpose(0, 2, 1).reshape(groups * cfg.lanes, n_in)
+        base, chunks, P = cfg.weight_base(l), cfg.chunks(l), cfg.inputs_per_cycle
+        w = sections["weights"][base:base + groups * chunks].reshape(groups, chunks, cfg.lanes, P)
+        w = w.transpose(0, 2, 1, 3).reshape(groups * cfg.lanes, chunks * P)
+        if unused_lanes == "refuse" and np.any(w[:, n_in:]):
+            raise ImageError("content", f"image section weights, layer {l}: positions past the "
+                                        f"{n_in} inputs of the layer are not zero")
+        w = w[:, :n_in]
         p0 = cfg.param_base(l)
         a_l = sections["a"][p0:p0 + groups].reshape(-1)
         b_l = sections["bias"][p0:p0 + groups].reshape(-1)

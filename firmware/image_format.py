@@ -77,11 +77,13 @@ def image_crc(data: bytes) -> int:
 def image_sections(config) -> list[tuple[str, int, int]]:
     """The memory sections of a weight image body, in order: (name, words, bits per word).
 
-    weights: word = weight_base(l) + g * N_in + j; lane k holds w[g*lanes + k, j] in bits
-             [k*weight_bits, (k+1)*weight_bits), two's complement, zero for lanes past N_out.
+    weights: word = weight_base(l) + g * chunks(l) + c; lane k, position p (P = inputs_per_cycle)
+             holds w[g*lanes + k, c*P + p] in bits [(k*P + p)*weight_bits, ...), two's
+             complement, zero for lanes past N_out and positions past N_in.
     a:       word = param_base(l) + g; lane k holds a[g*lanes + k] in bits [k*a_bits, ...).
     bias:    word = param_base(l) + g; lane k holds bias[g*lanes + k] in bits [k*bias_bits, ...).
-    seeds:   word = generator index; the LFSR's initial state (non-zero).
+    seeds:   word = generator index (slot * generators_per_slot + lane); the LFSR's initial
+             state (non-zero).
     Each word is stored as ceil(bits / 8) bytes, little-endian, unused high bits zero.
     """
     return [

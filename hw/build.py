@@ -375,6 +375,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lanes", type=int, help="override the number of lanes")
     p.add_argument("--weight-bits", type=int, help="override the weight width")
     p.add_argument("--samples", type=int, help="override K, the Monte-Carlo samples")
+    p.add_argument("--inputs-per-cycle", type=int,
+                   help="override P, the inputs each lane adds per cycle")
+    p.add_argument("--parallel-samples", type=int,
+                   help="override M, the samples computed side by side on each weight read")
     p.add_argument("--out", type=Path, default=None,
                    help="build folder (default: build/verilog/<name> or build/<board>/<name>)")
     p.add_argument("--baud-divisor", type=int_at_least(MIN_BAUD_DIVISOR),
@@ -433,7 +437,10 @@ def _base_config(args) -> NSMConfig:
 def config_from_args(args) -> NSMConfig:
     config = _base_config(args)
     overrides = {k: v for k, v in (("lanes", args.lanes), ("weight_bits", args.weight_bits),
-                                   ("samples", args.samples)) if v is not None}
+                                   ("samples", args.samples),
+                                   ("inputs_per_cycle", args.inputs_per_cycle),
+                                   ("parallel_samples", args.parallel_samples))
+                 if v is not None}
     if overrides:
         config = NSMConfig.from_dict({**config.to_dict(), **overrides})
     return config
@@ -497,10 +504,10 @@ def _run(args, config: NSMConfig, name: str) -> int:
             lint_verilog(path)
             print("verilator lint: clean")
             multipliers = count_multipliers(path)
-            print(f"multipliers: {multipliers} (lanes: {config.lanes})")
-            if multipliers != config.lanes:
-                print(f"hw.build: {multipliers} multipliers, expected one per lane "
-                      f"({config.lanes})", file=sys.stderr)
+            print(f"multipliers: {multipliers} (epilogue units: {config.epilogue_units})")
+            if multipliers != config.epilogue_units:
+                print(f"hw.build: {multipliers} multipliers, expected one per epilogue unit "
+                      f"({config.epilogue_units})", file=sys.stderr)
                 return 1
         return 0
     out = args.out or Path("build") / args.board / name

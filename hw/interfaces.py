@@ -5,7 +5,7 @@ sections (`image_sections`) are defined with the image layout in `firmware/image
 """
 
 from amaranth.hdl import unsigned, signed
-from amaranth.lib import data, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
@@ -13,7 +13,8 @@ from firmware.frames import input_length
 from firmware.image_format import image_sections
 from model.config import NSMConfig
 
-__all__ = ["WriteSignature", "ResultLayout", "TraceLayout", "EngineSignature", "image_sections"]
+__all__ = ["WriteSignature", "ResultLayout", "TraceEntryLayout", "TraceLayout", "EngineSignature",
+           "image_sections"]
 
 
 class WriteSignature(wiring.Signature):
@@ -37,17 +38,28 @@ def ResultLayout(config: NSMConfig) -> data.StructLayout:
     })
 
 
-def TraceLayout(config: NSMConfig) -> data.StructLayout:
-    """One finished lane group: u (logits in the output layer) and z of each lane.
+def TraceEntryLayout(config: NSMConfig) -> data.StructLayout:
+    """One neuron state: u (the logit in the output layer) and z of a neuron of a sample.
 
-    Lanes at or past N_out of the layer carry don't-care values (the monitor ignores them).
-    """
+    `valid` is 0 for pairs that hold no neuron (lanes past N_out, slots past K)."""
     return data.StructLayout({
-        "sample": unsigned(16),
-        "layer": unsigned(8),
-        "group": unsigned(16),
-        "u": data.ArrayLayout(signed(config.u_bits), config.lanes),
-        "z": unsigned(config.lanes),
+        "valid": 1,
+        "sample": range(max(config.passes * config.parallel_samples, 2)),
+        "slot": range(max(config.parallel_samples, 2)),
+        "neuron": range(max(config.groups(l) * config.lanes for l in range(config.n_layers))),
+        "u": signed(config.u_bits),
+        "z": 1,
+    })
+
+
+def TraceLayout(config: NSMConfig) -> data.StructLayout:
+    """One beat of the shared epilogue: `epilogue_units` neuron states of one layer.
+
+    `pass_end` marks the last beat of a pass (the output layer's last group)."""
+    return data.StructLayout({
+        "layer": range(max(config.n_layers, 2)),
+        "pass_end": 1,
+        "entries": data.ArrayLayout(TraceEntryLayout(config), config.epilogue_units),
     })
 
 
@@ -55,9 +67,11 @@ class EngineSignature(wiring.Signature):
     """The compute engine as seen by the host interface (engine side is the flipped view).
 
     Writes are accepted only while not busy. `start` is a one-cycle pulse; the engine raises
-    `busy` on the next cycle and pulses `done` when `result` is valid. `trace` emits one
-    payload per finished lane group; it has no back-pressure (a monitor must keep up). It is
-    named `trace_data`, not `trace`: Verilator's model class already has a `trace()` method.
+    `busy` on the next cycle and pulses `done` when `result` is valid. `trace_stream` carries
+    every neuron state of every sample (one epilogue beat per payload, possibly on consecutive
+    cycles); it has no back-pressure: `ready` is ignored (a monitor must keep up; a top-level
+    port cannot be the constant of an always-ready stream). It is not named `trace`:
+    Verilator's model class already has a `trace()` method.
     """
 
     def __init__(self, config: NSMConfig):
@@ -72,8 +86,7 @@ class EngineSignature(wiring.Signature):
             "busy": Out(1),
             "done": Out(1),
             "result": Out(ResultLayout(config)),
-            "trace_valid": Out(1),
-            "trace_data": Out(TraceLayout(config)),
+            "trace_stream": Out(stream.Signature(TraceLayout(config))),
         })
 
     @staticmethod

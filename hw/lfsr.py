@@ -1,4 +1,4 @@
-"""Blank-out noise generators: Fibonacci LFSRs turned into Bernoulli(p) bits, one per lane.
+"""Blank-out noise generators: Fibonacci LFSRs turned into Bernoulli(p) bits.
 
 Exactly the generators of docs/contract.md, "Noise generators": each generator takes
 `config.steps_per_cycle` LFSR steps per compute cycle (unrolled into one XOR network), its output
@@ -43,11 +43,13 @@ def lfsr_unrolled(state, taps, steps):
 
 
 class LFSRBank(wiring.Component):
-    """All noise generators of a configuration, and the lanes' xi bits of this compute cycle.
+    """All noise generators of a configuration, and the xi bits of this compute cycle.
 
-    `xi` is valid combinationally from the current state; `advance` moves to the next compute
-    cycle. Per-input noise: `save` snapshots the state (start of a layer), `restore` makes this
-    cycle start from the snapshot (start of every later group of the layer).
+    `xi` bit ((slot * lanes + lane) * P + p) is the blank-out variable of position p of the
+    lane in the sample slot (docs/contract.md, "Noise generators"). It is valid combinationally
+    from the current states; `advance` moves to the next compute cycle. Per-input noise: `save`
+    snapshots every slot's state (start of a layer), `restore` makes this cycle start from the
+    snapshots (start of every later group of the layer).
     """
 
     def __init__(self, config: NSMConfig):
@@ -57,7 +59,7 @@ class LFSRBank(wiring.Component):
             "advance": In(1),
             "save": In(1),
             "restore": In(1),
-            "xi": Out(config.lanes),
+            "xi": Out(config.parallel_samples * config.lanes * config.inputs_per_cycle),
             # The generators' current states, for observation (tests, debug).
             "state": Out(data.ArrayLayout(unsigned(config.lfsr_width), config.n_generators)),
         })
@@ -69,14 +71,19 @@ class LFSRBank(wiring.Component):
         states = [Signal(width, name=f"state{n}") for n in range(cfg.n_generators)]
         m.d.comb += [self.state[n].eq(s) for n, s in enumerate(states)]
 
-        # Per-input noise replays the layer's bits for every group: keep the layer-start state.
+        # Per-input noise replays the layer's bits for every group: keep the layer-start states.
         per_input = cfg.noise == "input"
-        snapshot = Signal(width) if per_input else None
 
-        numbers = []  # one p_bits-bit number per lane
+        numbers = []  # every generator's numbers of this cycle, in generator order
         for n, state in enumerate(states):
             # The state this cycle starts from.
-            source = Mux(self.restore, snapshot, state) if per_input else state
+            if per_input:
+                snapshot = Signal(width, name=f"snapshot{n}")
+                with m.If(self.save):
+                    m.d.sync += snapshot.eq(state)
+                source = Mux(self.restore, snapshot, state)
+            else:
+                source = state
             next_bits, out = lfsr_unrolled([source[i] for i in range(width)], cfg.lfsr_taps,
                                            cfg.steps_per_cycle)
             # Seed writes win over stepping: loading an image restarts the stream.
@@ -84,16 +91,18 @@ class LFSRBank(wiring.Component):
                 m.d.sync += state.eq(self.seed_wr.data)
             with m.Elif(self.advance):
                 m.d.sync += state.eq(Cat(*next_bits))
-            chunks = [Cat(*out[i:i + cfg.p_bits]) for i in range(0, len(out), cfg.p_bits)]
-            numbers.extend(chunks)
+            numbers.extend(Cat(*out[i:i + cfg.p_bits]) for i in range(0, len(out), cfg.p_bits))
 
         if per_input:
-            with m.If(self.save):
-                m.d.sync += snapshot.eq(states[0])
-            # One xi per presynaptic input, shared by every lane.
-            numbers = numbers * cfg.lanes
+            # One xi per (slot, input position), shared by every lane of the slot.
+            P = cfg.inputs_per_cycle
+            numbers = [numbers[s * P + p] for s in range(cfg.parallel_samples)
+                       for _ in range(cfg.lanes) for p in range(P)]
+        # In generator order the numbers are already (slot, lane, position) in both synapse
+        # layouts: generator (slot, lane) gives its lane's P numbers (per_lane), generator slot
+        # gives lanes * P numbers lane-major (wide).
 
         # Bernoulli(p): keep the synapse when the number is below the threshold.
         threshold = Const(cfg.p_keep, cfg.p_bits + 1)
-        m.d.comb += self.xi.eq(Cat(*[number < threshold for number in numbers[:cfg.lanes]]))
+        m.d.comb += self.xi.eq(Cat(*[number < threshold for number in numbers]))
         return m

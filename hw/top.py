@@ -57,8 +57,8 @@ class NSMAccelerator(wiring.Component):
 
         # What monitors and LEDs see.
         m.d.comb += [
-            self.trace_valid.eq(engine.trace_valid),
-            self.trace_data.eq(engine.trace_data),
+            self.trace_valid.eq(engine.trace_stream.valid),
+            self.trace_data.eq(engine.trace_stream.payload),
             self.busy.eq(engine.busy),
             self.image_valid.eq(host.image_valid),
         ]

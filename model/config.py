@@ -89,6 +89,11 @@ class NSMConfig:
     seed: int = 1
     # Monte-Carlo samples per inference (K).
     samples: int = 16
+    # Inputs (synapses) each lane adds per compute cycle (P): one weight word holds P weights
+    # per lane, summed by a registered adder tree.
+    inputs_per_cycle: int = 1
+    # Monte-Carlo samples computed side by side on each weight read (M <= K), each in its slot.
+    parallel_samples: int = 1
     # Free-form name, not part of the identity.
     name: str = field(default="", compare=False)
 
@@ -149,6 +154,13 @@ class NSMConfig:
         need(self.lfsr_width in LFSR_TAPS, "lfsr_width",
              f"must be one of {min(LFSR_TAPS)}..{max(LFSR_TAPS)}, got {self.lfsr_width}")
         need(1 <= self.samples <= 65535, "samples", f"must be in 1..65535, got {self.samples}")
+        need(1 <= self.inputs_per_cycle <= 64, "inputs_per_cycle",
+             f"must be in 1..64, got {self.inputs_per_cycle}")
+        need(1 <= self.parallel_samples <= self.samples, "parallel_samples",
+             f"must be in 1..samples ({self.samples}), got {self.parallel_samples}")
+        need(self.lanes * self.parallel_samples <= 256, "parallel_samples",
+             f"lanes * parallel_samples = {self.lanes * self.parallel_samples}, at most 256 "
+             f"(S, D) pairs per group are supported")
         need(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
         for name, bits in (("acc_bits", self.acc_bits), ("u_bits", self.u_bits),
                            ("score_bits", self.score_bits)):
@@ -190,6 +202,30 @@ class NSMConfig:
         """Lane groups of a layer: ceil(N_out / lanes) passes over its N_in inputs."""
         return -(-self.fan_out(layer) // self.lanes)
 
+    def chunks(self, layer: int) -> int:
+        """Compute cycles per group: ceil(N_in / P); input j = c * P + p of chunk c."""
+        return -(-self.fan_in(layer) // self.inputs_per_cycle)
+
+    @property
+    def passes(self) -> int:
+        """Passes over the weights per inference: ceil(K / M); sample k runs in slot k % M of
+        pass k // M."""
+        return -(-self.samples // self.parallel_samples)
+
+    @property
+    def epilogue_units(self) -> int:
+        """Shared epilogue units (one a*D multiplier each), E = ceil(lanes * M / min chunks):
+        the lanes * M (S, D) pairs of a group pass through them in ceil(lanes * M / E) <=
+        chunks(l) cycles, so a group's epilogue ends before the next group's sums are done."""
+        pairs = self.lanes * self.parallel_samples
+        shortest = min(self.chunks(l) for l in range(self.n_layers))
+        return -(-pairs // shortest)
+
+    @property
+    def epilogue_beats(self) -> int:
+        """Cycles the epilogue units take for one group's pairs: ceil(lanes * M / E)."""
+        return -(-(self.lanes * self.parallel_samples) // self.epilogue_units)
+
     @property
     def p(self) -> float:
         """Blank-out keep probability P(xi = 1)."""
@@ -198,8 +234,8 @@ class NSMConfig:
     # -- memory layout (see docs/contract.md, "Memories") -----------------------------------------
 
     def weight_base(self, layer: int) -> int:
-        """First weight-memory word of a layer; word = base + group * N_in + j."""
-        return sum(self.groups(l) * self.fan_in(l) for l in range(layer))
+        """First weight-memory word of a layer; word = base + group * chunks + c."""
+        return sum(self.groups(l) * self.chunks(l) for l in range(layer))
 
     @property
     def weight_words(self) -> int:
@@ -207,7 +243,8 @@ class NSMConfig:
 
     @property
     def weight_word_bits(self) -> int:
-        return self.lanes * self.weight_bits
+        """lanes * P weights: lane k, position p at bits [(k * P + p) * weight_bits, ...)."""
+        return self.lanes * self.inputs_per_cycle * self.weight_bits
 
     def param_base(self, layer: int) -> int:
         """First neuron-parameter word (a_i and bias per lane) of a layer; word = base + group."""
@@ -230,17 +267,21 @@ class NSMConfig:
 
     @property
     def n_generators(self) -> int:
-        """Number of LFSRs: one per lane in per-synapse per-lane layout, else one."""
-        if self.noise == "synapse" and self.lfsr_layout == "per_lane":
-            return self.lanes
-        return 1
+        """Number of LFSRs: one per (sample slot, lane) in per-synapse per-lane layout, else one
+        per sample slot. Generator n = slot * generators_per_slot + lane."""
+        return self.parallel_samples * self.generators_per_slot
+
+    @property
+    def generators_per_slot(self) -> int:
+        return self.lanes if self.noise == "synapse" and self.lfsr_layout == "per_lane" else 1
 
     @property
     def steps_per_cycle(self) -> int:
         """LFSR steps each generator takes per compute cycle of a hidden layer."""
+        per_cycle = self.inputs_per_cycle * self.p_bits
         if self.noise == "synapse" and self.lfsr_layout == "wide":
-            return self.lanes * self.p_bits
-        return self.p_bits
+            return self.lanes * per_cycle
+        return per_cycle
 
     def default_seeds(self) -> tuple[int, ...]:
         """Distinct non-zero seeds, reproducible from `seed`."""
@@ -341,6 +382,11 @@ class NSMConfig:
         d = self.to_dict()
         d.pop("name")
         d.pop("seed")
+        # At their default (1) they are left out: a configuration that does not set them keeps
+        # the identity, and the images, it has without them.
+        for name in ("inputs_per_cycle", "parallel_samples"):
+            if d[name] == 1:
+                d.pop(name)
         return zlib.crc32(json.dumps(d, sort_keys=True).encode())
 
     def describe(self) -> str:
@@ -348,14 +394,27 @@ class NSMConfig:
         return (f"{sizes} lanes={self.lanes} w{self.weight_bits} a{self.a_bits}.{self.a_frac} "
                 f"b{self.bias_bits} noise={self.noise} p={self.p_keep}/{1 << self.p_bits} "
                 f"lfsr={self.lfsr_width}/{self.lfsr_layout} K={self.samples} "
-                f"id={self.identity:08x}")
+                + "".join(f"{key}={value} " for key, value in
+                          (("P", self.inputs_per_cycle), ("M", self.parallel_samples))
+                          if value != 1)
+                + f"id={self.identity:08x}")
 
     # -- cycle model (docs/contract.md, "Schedule") ----------------------------------------------
 
     @property
-    def ideal_cycles_per_sample(self) -> int:
-        """sum over layers of ceil(N_out / lanes) * N_in: one weight word per lane and cycle."""
-        return sum(self.groups(l) * self.fan_in(l) for l in range(self.n_layers))
+    def ideal_cycles_per_pass(self) -> int:
+        """sum over layers of groups(l) * chunks(l): one weight word per compute cycle."""
+        return sum(self.groups(l) * self.chunks(l) for l in range(self.n_layers))
+
+    @property
+    def ideal_cycles_per_inference(self) -> int:
+        return self.passes * self.ideal_cycles_per_pass
+
+    @property
+    def ideal_cycles_per_sample(self) -> float:
+        """Compute cycles per Monte-Carlo sample (an integer when M divides K)."""
+        cycles, rest = divmod(self.ideal_cycles_per_inference, self.samples)
+        return cycles if rest == 0 else self.ideal_cycles_per_inference / self.samples
 
     @property
     def synapses(self) -> int:

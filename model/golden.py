@@ -29,7 +29,7 @@ from .lfsr import check_state, lfsr_bits
 from .params import QuantizedNSM
 
 __all__ = ["GoldenResult", "run", "noise_bits", "noise_numbers", "bits_per_image",
-           "exact_matmul_dtype", "accumulate", "a_multiply", "add_bias", "sign",
+           "bits_per_pass", "exact_matmul_dtype", "accumulate", "a_multiply", "add_bias", "sign",
            "output_logits", "combine", "check_inputs", "check_states"]
 
 
@@ -81,13 +81,19 @@ def check_states(config: NSMConfig, states) -> tuple[int, ...]:
 
 # -- stage 1: noise -------------------------------------------------------------------------------
 
-def bits_per_image(config: NSMConfig) -> int:
-    """Output bits each generator produces per image (only hidden layers consume noise)."""
+def bits_per_pass(config: NSMConfig) -> int:
+    """Output bits each generator produces per pass over the weights (hidden layers only)."""
     if config.noise == "input":
-        cycles = sum(config.fan_in(l) for l in config.hidden_layers)
+        cycles = sum(config.chunks(l) for l in config.hidden_layers)
     else:
-        cycles = sum(config.groups(l) * config.fan_in(l) for l in config.hidden_layers)
-    return config.samples * cycles * config.steps_per_cycle
+        cycles = sum(config.groups(l) * config.chunks(l) for l in config.hidden_layers)
+    return cycles * config.steps_per_cycle
+
+
+def bits_per_image(config: NSMConfig) -> int:
+    """Output bits each generator produces per image: every pass steps every slot's generators,
+    the slots past K of the last pass included."""
+    return config.passes * bits_per_pass(config)
 
 
 def _number_dtype(p_bits: int):
@@ -113,36 +119,52 @@ def noise_numbers(config: NSMConfig, states, n_images: int, dtype=np.int64):
     Returns (per hidden layer l: array of `dtype`, int64 by default, final states):
       noise "synapse": (n_images, K, N_{l+1}, N_l): r of neuron i, input j;
       noise "input":   (n_images, K, N_l):          r of input j, shared by all neurons.
+    Generator n = slot * generators_per_slot + lane serves sample k = pass * M + slot; in a
+    compute cycle of chunk c its numbers go, in order, to the positions p (input c * P + p) of
+    its lane (per_lane, input) or to (lane, position) in lane-major order (wide).
     """
     cfg = config
     states = check_states(cfg, states)
     K, pb, lanes = cfg.samples, cfg.p_bits, cfg.lanes
+    M, P, passes, per_slot = cfg.parallel_samples, cfg.inputs_per_cycle, cfg.passes, \
+        cfg.generators_per_slot
     n_bits = n_images * bits_per_image(cfg)
     streams, finals = [], []
     for s in states:
         bits, final = lfsr_bits(s, cfg.lfsr_width, n_bits)
-        streams.append(bits.reshape(n_images, K, -1))
+        streams.append(bits.reshape(n_images, passes, -1))
         finals.append(final)
+
+    def by_sample(r):
+        """(n_images, passes, M, ...) -> (n_images, K, ...): drop the slots past K."""
+        return r.reshape((n_images, passes * M) + r.shape[3:])[:, :K]
 
     out, pos = [], 0
     for l in cfg.hidden_layers:
-        n_in, n_out, groups = cfg.fan_in(l), cfg.fan_out(l), cfg.groups(l)
+        n_in, n_out, groups, chunks = cfg.fan_in(l), cfg.fan_out(l), cfg.groups(l), \
+            cfg.chunks(l)
         if cfg.noise == "input":
-            # Each group restarts from the state saved at the layer's start: N_l cycles per layer.
-            seg = n_in * pb
-            out.append(_to_numbers(streams[0][:, :, pos:pos + seg], pb, dtype))
+            # Each group restarts from the state saved at the layer's start: chunks cycles.
+            seg = chunks * P * pb
+            r = np.stack([_to_numbers(st[:, :, pos:pos + seg], pb, dtype)
+                          for st in streams], axis=2)               # (n, passes, M, chunks*P)
+            out.append(by_sample(r)[:, :, :n_in])
         elif cfg.lfsr_layout == "per_lane":
-            # Generator k serves lane k: (groups, N_l) cycles of p_bits bits each.
-            seg = groups * n_in * pb
+            # Generator (slot, lane): (groups, chunks) cycles of P numbers each.
+            seg = groups * chunks * P * pb
             r = np.stack([_to_numbers(st[:, :, pos:pos + seg], pb, dtype).reshape(
-                n_images, K, groups, n_in) for st in streams], axis=3)
-            out.append(r.reshape(n_images, K, groups * lanes, n_in)[:, :, :n_out])
+                n_images, passes, groups, chunks * P) for st in streams], axis=2)
+            r = r.reshape(n_images, passes, M, lanes, groups, chunks * P).transpose(
+                0, 1, 2, 4, 3, 5).reshape(n_images, passes, M, groups * lanes, chunks * P)
+            out.append(by_sample(r)[:, :, :n_out, :n_in])
         else:
-            # One wide generator: lanes * p_bits bits per cycle, lane k takes bits k*p_bits...
-            seg = groups * n_in * lanes * pb
-            r = _to_numbers(streams[0][:, :, pos:pos + seg], pb, dtype).reshape(
-                n_images, K, groups, n_in, lanes).transpose(0, 1, 2, 4, 3)
-            out.append(r.reshape(n_images, K, groups * lanes, n_in)[:, :, :n_out])
+            # One wide generator per slot: lanes * P numbers per cycle, lane-major.
+            seg = groups * chunks * lanes * P * pb
+            r = np.stack([_to_numbers(st[:, :, pos:pos + seg], pb, dtype).reshape(
+                n_images, passes, groups, chunks, lanes, P) for st in streams], axis=2)
+            r = r.transpose(0, 1, 2, 3, 5, 4, 6).reshape(
+                n_images, passes, M, groups * lanes, chunks * P)
+            out.append(by_sample(r)[:, :, :n_out, :n_in])
         pos += seg
     return tuple(out), tuple(finals)
 
@@ -177,14 +199,16 @@ def _dot(a: np.ndarray, b: np.ndarray, dtype) -> np.ndarray:
     return np.matmul(a.astype(dtype, copy=False), b.astype(dtype, copy=False)).astype(np.int64)
 
 
-def accumulate(config: NSMConfig, weights: np.ndarray, z: np.ndarray, xi) -> tuple:
+def accumulate(config: NSMConfig, weights: np.ndarray, z: np.ndarray, xi, D=None) -> tuple:
     """S and D of one layer for a batch of B (image, sample) pairs.
 
     z: (B, N_in) of +-1; xi: None (output layer), (B, N_out, N_in) per synapse or (B, N_in) per
-    input. Returns S (B, N_out) or None, and D (B, N_out), both int64.
+    input; D: the deterministic sums when already known (the first layer's, once per image).
+    Returns S (B, N_out) or None, and D (B, N_out), both int64.
     """
     dtype = exact_matmul_dtype(config)
-    D = _dot(z, weights.T, dtype)
+    if D is None:
+        D = _dot(z, weights.T, dtype)
     if xi is None:
         return None, D
     if config.noise == "input":
@@ -193,6 +217,13 @@ def accumulate(config: NSMConfig, weights: np.ndarray, z: np.ndarray, xi) -> tup
         kept = xi.astype(dtype) * weights.astype(dtype)          # (B, N_out, N_in)
         S = _dot(kept, z[:, :, None], dtype)[:, :, 0]
     return S, D
+
+
+def _first_layer_d(config: NSMConfig, weights: np.ndarray, x: np.ndarray, K: int) -> np.ndarray:
+    """D of the first layer depends on the image only: computed once, repeated for each sample
+    (B = n_images * K rows, image-major)."""
+    D = _dot(x, weights.T, exact_matmul_dtype(config))
+    return np.repeat(D, K, axis=0)
 
 
 # -- stages 3-5: a multiply, bias, sign -----------------------------------------------------------
@@ -242,7 +273,7 @@ def _run_chunk(params: QuantizedNSM, x: np.ndarray, states, trace: bool):
         if l in cfg.hidden_layers:
             xi = xis[l]
             xi = xi.reshape((n * K,) + xi.shape[2:])
-            S, D = accumulate(cfg, W, z, xi)
+            S, D = accumulate(cfg, W, z, xi, D=_first_layer_d(cfg, W, x, K) if l == 0 else None)
             u = add_bias(S, a_multiply(cfg, a, D), b)
             z = sign(u)
             if trace:

@@ -1,8 +1,8 @@
 """The one scoreboard of the testbenches: expected values come from the golden model.
 
 It compares, with ==, every neuron's u and z of every layer for every sample (from the trace
-port), and every image's scores, votes and class (from the result). A mismatch raises at once,
-naming the image, sample, layer, group, neuron and the seed that replays the run.
+stream), and every image's scores, votes and class (from the result). A mismatch raises at once,
+naming the image, sample, layer, neuron and the seed that replays the run.
 """
 
 from __future__ import annotations
@@ -112,49 +112,47 @@ class Scoreboard:
         return (f"{self.label + ': ' if self.label else ''}{', '.join(parts)} "
                 f"[{self.config.describe()}; replay with seed {self.seed}]")
 
-    # -- trace: one lane group of one sample ------------------------------------------------------
+    # -- trace: one epilogue beat (several neuron states) ----------------------------------------
 
     def trace(self, image: int, payload: dict):
-        """Compare one decoded trace payload (decode_trace) of `image`."""
+        """Compare one decoded trace payload (decode_trace) of `image`: every valid entry."""
         cfg = self.config
-        k, l, g = payload["sample"], payload["layer"], payload["group"]
-        if not (0 <= image < len(self.inputs) and k < cfg.samples and l < cfg.n_layers
-                and g < cfg.groups(l)):
-            raise Mismatch(f"trace out of range: sample {k}, layer {l}, group {g} "
-                           f"({self._where(image)})")
-        key = (image, k, l, g)
-        if key in self._seen:
-            raise Mismatch(f"trace repeated: {self._where(image, sample=k, layer=l, group=g)}")
-        self._seen.add(key)
-        u_exp = self.expected.u[l][image, k]
+        l = payload["layer"]
         hidden = l in cfg.hidden_layers
-        for lane in range(cfg.lanes):
-            i = g * cfg.lanes + lane
-            if i >= cfg.fan_out(l):
-                break
-            got_u = payload["u"][lane]
-            if got_u != int(u_exp[i]):
-                raise Mismatch(f"u = {got_u}, golden {int(u_exp[i])} at "
-                               + self._where(image, sample=k, layer=l, group=g, neuron=i))
+        for entry in payload["entries"]:
+            if not entry["valid"]:
+                continue
+            k, i = entry["sample"], entry["neuron"]
+            if not (0 <= image < len(self.inputs) and k < cfg.samples and l < cfg.n_layers
+                    and i < cfg.fan_out(l)):
+                raise Mismatch(f"trace out of range: sample {k}, layer {l}, neuron {i} "
+                               f"({self._where(image)})")
+            key = (image, k, l, i)
+            if key in self._seen:
+                raise Mismatch(f"trace repeated: {self._where(image, sample=k, layer=l, neuron=i)}")
+            self._seen.add(key)
+            exp_u = int(self.expected.u[l][image, k, i])
+            if entry["u"] != exp_u:
+                raise Mismatch(f"u = {entry['u']}, golden {exp_u} at "
+                               + self._where(image, sample=k, layer=l, neuron=i))
             self.counts["u"] += 1
             if hidden:
-                got_z = (payload["z"] >> lane) & 1
                 exp_z = _z_bit(self.expected.z[l][image, k, i])
-                if got_z != exp_z:
-                    raise Mismatch(f"z bit = {got_z}, golden {exp_z} at "
-                                   + self._where(image, sample=k, layer=l, group=g, neuron=i))
+                if entry["z"] != exp_z:
+                    raise Mismatch(f"z bit = {entry['z']}, golden {exp_z} at "
+                                   + self._where(image, sample=k, layer=l, neuron=i))
                 self.counts["z"] += 1
-        self.counts["groups"] += 1
+        self.counts["beats"] += 1
 
     def trace_complete(self, image: int):
-        """Every (sample, layer, group) of `image` was traced exactly once."""
+        """Every neuron state of every sample and layer of `image` was traced exactly once."""
         cfg = self.config
-        missing = [(k, l, g) for k in range(cfg.samples) for l in range(cfg.n_layers)
-                   for g in range(cfg.groups(l)) if (image, k, l, g) not in self._seen]
+        missing = [(k, l, i) for k in range(cfg.samples) for l in range(cfg.n_layers)
+                   for i in range(cfg.fan_out(l)) if (image, k, l, i) not in self._seen]
         if missing:
-            k, l, g = missing[0]
-            raise Mismatch(f"{len(missing)} trace payloads missing, first: "
-                           + self._where(image, sample=k, layer=l, group=g))
+            k, l, i = missing[0]
+            raise Mismatch(f"{len(missing)} neuron states missing from the trace, first: "
+                           + self._where(image, sample=k, layer=l, neuron=i))
         self.counts["samples"] += cfg.samples
 
     # -- result: class, scores, votes -------------------------------------------------------------
@@ -175,5 +173,5 @@ class Scoreboard:
 
     def summary(self) -> str:
         c = self.counts
-        return (f"{c['images']} images, {c['samples']} samples, {c['groups']} lane groups, "
+        return (f"{c['images']} images, {c['samples']} samples, {c['beats']} epilogue beats, "
                 f"{c['u']} u and {c['z']} z values equal to the golden model")

@@ -71,13 +71,17 @@ async def reset(dut, cycles: int = 4, inputs_idle: dict | None = None):
 class TraceMonitor:
     """Feeds every trace payload to a scoreboard, for the image set in `image`.
 
-    Python wakes on the rising edge of trace_valid, then on falling clock edges only while
-    trace_valid stays high (back-to-back groups), never on the other clock edges.
+    Python wakes on the rising edge of the trace's valid, then on falling clock edges only while
+    it stays high (back-to-back beats), never on the other clock edges. `prefix`: the trace
+    ports' names, `<prefix>valid` and `<prefix>data` (the core's) or `<prefix>payload` (the
+    engine's stream, `trace_stream__`).
     """
 
-    def __init__(self, dut, config, scoreboard):
+    def __init__(self, dut, config, scoreboard, prefix: str = "trace_"):
         import cocotb
         self.dut, self.config, self.scoreboard = dut, config, scoreboard
+        self._valid = getattr(dut, prefix + "valid")
+        self._data = getattr(dut, prefix + ("payload" if prefix.endswith("__") else "data"))
         self.image = 0
         self.payloads = 0
         self.error: BaseException | None = None
@@ -88,10 +92,10 @@ class TraceMonitor:
         dut = self.dut
         try:
             while True:
-                await RisingEdge(dut.trace_valid)
+                await RisingEdge(self._valid)
                 await FallingEdge(dut.clk)
-                while int(dut.trace_valid.value):
-                    payload = decode_trace(self.config, int(dut.trace_data.value))
+                while int(self._valid.value):
+                    payload = decode_trace(self.config, int(self._data.value))
                     self.scoreboard.trace(self.image, payload)
                     self.payloads += 1
                     await FallingEdge(dut.clk)

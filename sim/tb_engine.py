@@ -52,7 +52,7 @@ async def engine_matches_golden(dut):
         await write_words(dut, port_name, words[name])
 
     scoreboard = Scoreboard(setup.params, setup.inputs, seed=setup.seed, label="NSMEngine")
-    monitor = TraceMonitor(dut, cfg, scoreboard)
+    monitor = TraceMonitor(dut, cfg, scoreboard, prefix="trace_stream__")
     run = Stopwatch().start()
     for n, bits in enumerate(setup.inputs):
         monitor.image = n
@@ -67,8 +67,8 @@ async def engine_matches_golden(dut):
         monitor.check()
         scoreboard.trace_complete(n)
         scoreboard.result(n, result["cls"], result["scores"], result["votes"])
-        dut._log.info("image %d: class %d, %d cycles (ideal %d per sample)", n,
-                      result["cls"], result["cycles"], cfg.ideal_cycles_per_sample)
+        dut._log.info("image %d: class %d, %d cycles (ideal %d)", n,
+                      result["cls"], result["cycles"], cfg.ideal_cycles_per_inference)
         if int(dut.busy.value):
             await FallingEdge(dut.busy)
     run.stop()

@@ -50,11 +50,9 @@ def core_build(config, baud_divisor: int = SIM_BAUD) -> sv.CocotbBuild:
 
 @functools.lru_cache(maxsize=None)
 def component_build(kind: str, config) -> sv.CocotbBuild:
-    """An Amaranth component of `config` (LFSRBank, Lane, NSMEngine) compiled for cocotb."""
+    """An Amaranth component of `config` (LFSRBank, NSMEngine) compiled for cocotb."""
     if kind == "lfsr":
         from hw.lfsr import LFSRBank as cls
-    elif kind == "lane":
-        from hw.lane import Lane as cls
     elif kind == "engine":
         from hw.engine import NSMEngine as cls
     else:

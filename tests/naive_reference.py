@@ -1,8 +1,8 @@
 """A deliberately naive implementation of docs/contract.md: plain Python loops and ints.
 
-It walks the hardware schedule literally (images -> samples -> layers -> groups -> inputs, one
-compute cycle at a time, one scalar `lfsr_step` per LFSR step) so that it shares no vectorized
-code with `model/golden.py`. Only for small configurations.
+It walks the hardware schedule literally (images -> passes -> slots -> layers -> groups ->
+chunks -> positions, one compute cycle at a time, one scalar LFSR step at a time) so that it
+shares no vectorized code with `model/golden.py`. Only for small configurations.
 """
 
 from __future__ import annotations
@@ -35,44 +35,57 @@ def naive_run(params, inputs, states=None):
     B = [[int(v) for v in b] for b in params.bias]
     states = list(params.seeds if states is None else states)
     K, lanes, width = cfg.samples, cfg.lanes, cfg.lfsr_width
+    P, M = cfg.inputs_per_cycle, cfg.parallel_samples
+    passes = -(-K // M)
+    per_lane = cfg.noise == "synapse" and cfg.lfsr_layout == "per_lane"
+    gens_per_slot = lanes if per_lane else 1
     out = dict(u=[], z=[], logits=[], scores=[], votes=[], cls=[])
     for x in inputs:
         u_img, z_img, logit_img = [], [], []
-        for k in range(K):
+        # Every slot of every pass runs (and steps its generators); slots past K are dropped.
+        for k in range(passes * M):
+            slot = k % M
+            gen0 = slot * gens_per_slot
             z = [int(v) for v in x]
             u_smp, z_smp = [], []
             for l in range(cfg.n_layers):
                 n_in, n_out = cfg.fan_in(l), cfg.fan_out(l)
                 hidden = l < cfg.n_layers - 1
                 u_layer = [0] * n_out
-                saved = list(states)
+                saved = states[gen0]
                 for g in range(cfg.groups(l)):
                     if hidden and cfg.noise == "input":
-                        states = list(saved)        # each group restarts from the saved state
+                        states[gen0] = saved        # each group restarts from the saved state
                     S = [0] * lanes
                     D = [0] * lanes
-                    for j in range(n_in):
-                        # noise bits of this compute cycle, one number per lane
-                        xi = [0] * lanes
+                    for c in range(-(-n_in // P)):
+                        # noise bits of this compute cycle: xi[lane][p]
+                        xi = [[0] * P for _ in range(lanes)]
                         if hidden:
+                            shared = []
+                            if cfg.noise == "input":
+                                shared = [_number(states, gen0, width, cfg.p_bits)
+                                          for _ in range(P)]
                             for lane in range(lanes):
-                                if cfg.noise == "synapse" and cfg.lfsr_layout == "per_lane":
-                                    r = _number(states, lane, width, cfg.p_bits)
-                                elif cfg.noise == "synapse":
-                                    r = _number(states, 0, width, cfg.p_bits)
-                                elif lane == 0:
-                                    r = _number(states, 0, width, cfg.p_bits)
-                                    r_shared = r
-                                else:
-                                    r = r_shared
-                                xi[lane] = 1 if r < cfg.p_keep else 0
+                                for pos in range(P):
+                                    if cfg.noise == "input":
+                                        r = shared[pos]
+                                    elif per_lane:
+                                        r = _number(states, gen0 + lane, width, cfg.p_bits)
+                                    else:
+                                        r = _number(states, gen0, width, cfg.p_bits)
+                                    xi[lane][pos] = 1 if r < cfg.p_keep else 0
                         for lane in range(lanes):
                             i = g * lanes + lane
                             if i >= n_out:
                                 continue
-                            w = W[l][i][j]
-                            D[lane] += w * z[j]
-                            S[lane] += xi[lane] * w * z[j]
+                            for pos in range(P):
+                                j = c * P + pos
+                                if j >= n_in:
+                                    continue
+                                w = W[l][i][j]
+                                D[lane] += w * z[j]
+                                S[lane] += xi[lane][pos] * w * z[j]
                     for lane in range(lanes):
                         i = g * lanes + lane
                         if i >= n_out:
@@ -85,10 +98,11 @@ def naive_run(params, inputs, states=None):
                 if hidden:
                     z = [1 if v >= 0 else -1 for v in u_layer]
                     z_smp.append(z)
-                else:
+                elif k < K:
                     logit_img.append(u_layer)
-            u_img.append(u_smp)
-            z_img.append(z_smp)
+            if k < K:
+                u_img.append(u_smp)
+                z_img.append(z_smp)
         C = cfg.n_classes
         scores = [sum(logit_img[k][c] for k in range(K)) for c in range(C)]
         votes = [0] * C

@@ -53,8 +53,8 @@ def test_board_figures_at_the_clock_not_at_fmax_against_the_chips_bounds():
     assert row["inferences_per_s"] == 18e6 / cycles
     assert row["synapse_ops_per_clock"] == ops
     assert row["synapse_ops_per_clock_per_klut"] == 1000 * ops / 5000
-    # Every weight word is read once per sample; 30 EBRs and 4 SPRAMs deliver 16 bits each.
-    bits = config.samples * config.weight_words * config.weight_word_bits / cycles
+    # Every weight word is read once per pass; 30 EBRs and 4 SPRAMs deliver 16 bits each.
+    bits = config.passes * config.weight_words * config.weight_word_bits / cycles
     assert row["ram_bits_per_clock"] == bits
     assert row["chip_ram_bits_per_clock"] == 34 * 16
     assert row["adder_floor_fraction"] == (4 * config.weight_bits + 2) / (5000 / ops)

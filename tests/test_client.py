@@ -184,7 +184,7 @@ def test_infer_matches_golden_and_keeps_states():
         assert got.scores == tuple(int(s) for s in np.asarray(want.scores).reshape(-1))
         assert got.votes == tuple(int(v) for v in np.asarray(want.votes).reshape(-1))
         assert sum(got.votes) == CONFIG.samples
-        assert got.cycles == CONFIG.samples * CONFIG.ideal_cycles_per_sample
+        assert got.cycles == CONFIG.ideal_cycles_per_inference
     assert device.status().inferences == len(inputs)
 
 
@@ -303,7 +303,7 @@ def test_cli_bench_and_run_one_on_model_device(model_file, tmp_path, capsys):
     common = ["--model-device", "--image", str(image), "--model", str(model_file), "-q"]
     assert main(["bench", "-n", "3"] + common) == 0
     out = capsys.readouterr().out
-    assert f"{CONFIG.samples * CONFIG.ideal_cycles_per_sample} device cycles per inference" in out
+    assert f"{CONFIG.ideal_cycles_per_inference} device cycles per inference" in out
     assert main(["run-one", "--bits", "01" * 10] + common) == 0
     assert "  votes  " in capsys.readouterr().out
 

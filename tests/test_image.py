@@ -6,7 +6,7 @@ import pytest
 from firmware.image import (CRC_BYTES, FORMAT_VERSION, HEADER_BYTES, ImageError, body_bytes,
                             check_image, image_bytes, image_crc, read_header, read_image,
                             write_image)
-from firmware.image_format import FIELD_OFFSETS, image_sections
+from firmware.image_format import FIELD_OFFSETS, header_length, image_body, image_sections
 from hw.protocol import IMAGE_CRC
 from model.meta import DataSpec
 from model.config import NSMConfig, digits_config, paper_config
@@ -23,6 +23,8 @@ CONFIGS = {
                              bias_bits=11, noise="input", p_bits=3, p_keep=5),
     "one-lane": NSMConfig((3, 2, 2), lanes=1, weight_bits=16, a_bits=24, a_frac=8,
                           bias_bits=32, lfsr_width=32),
+    "P3-M2": NSMConfig((10, 7, 5, 3), lanes=3, weight_bits=5, inputs_per_cycle=3,
+                       parallel_samples=2, samples=3, lfsr_width=13),
 }
 
 
@@ -99,6 +101,28 @@ def test_layout_header_and_first_words():
     assert body[-4:] == (0x1FF).to_bytes(2, "little") + (3).to_bytes(2, "little")
     assert image[-4:] == IMAGE_CRC.compute(image[:-4]).to_bytes(4, "little")
     assert [s[0] for s in image_sections(config)] == ["weights", "a", "bias", "seeds"]
+
+
+def test_weight_words_of_several_inputs_per_cycle():
+    """Word g * chunks + c, lane k, position p holds w[g*lanes + k, c*P + p]; positions past N_in
+    are zero; one seed per (slot, lane)."""
+    config = NSMConfig((3, 2, 2), lanes=2, weight_bits=4, inputs_per_cycle=2,
+                       parallel_samples=2, samples=2, lfsr_width=9)
+    w0 = np.array([[1, -2, 3], [-7, 0, 7]])
+    params = QuantizedNSM(config, (w0, np.array([[1, 2], [3, -4]])),
+                          (np.zeros(2, np.int64), np.zeros(2, np.int64)),
+                          (np.zeros(2, np.int64), np.zeros(2, np.int64)), (1, 2, 3, 4))
+    body = image_body(config, write_image(params))
+    # 16-bit words: nibbles (lane 0 p 0, lane 0 p 1, lane 1 p 0, lane 1 p 1).
+    word0 = 1 | (-2 & 15) << 4 | (-7 & 15) << 8 | 0 << 12
+    word1 = 3 | 0 << 4 | 7 << 8 | 0 << 12
+    assert body[:4] == word0.to_bytes(2, "little") + word1.to_bytes(2, "little")
+    assert config.weight_words == 3 and len(params.seeds) == config.n_generators == 4
+    assert _equal(read_image(write_image(params), config), params)
+    raw = bytearray(write_image(params))
+    raw[header_length(config) + 3] |= 0x10       # lane 1, c = 1, p = 1: input 3 of 3
+    with pytest.raises(ImageError, match="positions past the 3 inputs"):
+        read_image(_recrc(bytes(raw)), config)
 
 
 def test_crc_is_the_protocol_crc(digits_image):

@@ -11,7 +11,8 @@ from sim import testing as st
 from sim import verilator as sv
 
 # lanes 1 / a few / many; weight widths 4..16; both noise modes and both LFSR layouts;
-# p = 0.5 and p != 0.5; layer sizes that are not multiples of the lanes; K = 1 and K > 1.
+# p = 0.5 and p != 0.5; layer sizes that are not multiples of the lanes; K = 1 and K > 1;
+# P and M > 1.
 ENGINE_CONFIGS = [
     NSMConfig(layer_sizes=(6, 5, 3), lanes=1, samples=2, name="lanes1-K2"),
     NSMConfig(layer_sizes=(10, 7, 5, 4), lanes=3, lfsr_layout="wide", p_bits=2, p_keep=3,
@@ -20,6 +21,9 @@ ENGINE_CONFIGS = [
               weight_bits=4, name="lanes4-input-p5of8-w4-K1"),
     NSMConfig(layer_sizes=(17, 21, 6), lanes=16, weight_bits=12, a_bits=10, a_frac=3,
               samples=2, name="lanes16-w12"),
+    # P and M that divide neither the layer sizes nor K: chunks, slots past K, shared epilogue.
+    NSMConfig(layer_sizes=(10, 7, 5, 4), lanes=3, inputs_per_cycle=3, parallel_samples=2,
+              samples=5, lfsr_layout="wide", p_bits=2, p_keep=3, name="lanes3-P3-M2-K5-wide"),
 ]
 # Behind `-m slow`: each build costs a minute or more on 2 cores.
 SLOW_CONFIGS = [
@@ -28,6 +32,8 @@ SLOW_CONFIGS = [
     NSMConfig(layer_sizes=(64, 40, 30, 10), lanes=8, samples=16, name="mid-lanes8-K16"),
     NSMConfig(layer_sizes=(33, 20, 7), lanes=5, noise="input", lfsr_layout="wide", p_bits=4,
               p_keep=9, samples=8, name="lanes5-input-wide-p9of16"),
+    NSMConfig(layer_sizes=(23, 11, 9, 3), lanes=2, noise="input", inputs_per_cycle=5,
+              parallel_samples=3, samples=7, name="lanes2-input-P5-M3-K7"),
 ]
 
 

@@ -354,7 +354,7 @@ def run_main_job(args, argv: list[str] | None = None) -> dict:
         "cycles_per_inference": cycles_per_inference,
         "cycles_per_sample": per_sample,
         "ideal_cycles_per_sample": config.ideal_cycles_per_sample,
-        "lane_utilization": config.ideal_cycles_per_sample / per_sample,
+        "lane_utilization": config.ideal_cycles_per_inference / cycles_per_inference,
         "boards": {},
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
     }

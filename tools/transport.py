@@ -189,7 +189,7 @@ class ModelTransport(Transport):
     and the CRC-32 trailer checked at its last byte, so an error is reported by the same
     IMAGE_DATA frame as the device's. It classifies with the golden model `model.golden.run`,
     keeping the LFSR states from one inference to the next. `cycles` in its results is the
-    ideal count `K * ideal_cycles_per_sample`, not a measurement; it is never busy (an
+    ideal count `ideal_cycles_per_inference`, not a measurement; it is never busy (an
     inference is done when START answers), and it has no inter-byte timeout.
     """
 
@@ -311,7 +311,7 @@ class ModelTransport(Transport):
             int(np.asarray(result.cls).reshape(-1)[0]),
             tuple(int(v) for v in np.asarray(result.scores).reshape(-1)),
             tuple(int(v) for v in np.asarray(result.votes).reshape(-1)),
-            cfg.samples * cfg.ideal_cycles_per_sample))
+            cfg.ideal_cycles_per_inference))
         self._inferences += 1
 
     def _read_result(self, _):

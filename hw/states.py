@@ -1,0 +1,114 @@
+"""The neuron-state buffers: the input states and, per sample slot, the hidden states.
+
+The input states are written by bytes (bit j of the input is bit j % 8 of byte j // 8); each
+slot has two ping-pong buffers (hidden layer l writes buffer l % 2, layer l + 1 reads it).
+
+Two forms, chosen by the configuration (`StateBuffers.uses_memories`):
+- P = 1 and one epilogue unit: one state read and at most one written per cycle and slot, the
+  form block RAM serves: the inputs in a memory of bytes, each hidden buffer a memory of
+  1-bit words (what keeps the iCE40 UP5K's logic cells for the datapath);
+- otherwise register vectors: the epilogue writes E single bits a cycle (any slot) and the
+  lanes read P bits at any multiple of P, which no block-RAM width serves.
+"""
+
+from amaranth.hdl import Array, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from firmware.frames import input_length
+from model.config import NSMConfig
+
+from .interfaces import TraceLayout, WriteSignature
+
+__all__ = ["StateBuffers"]
+
+
+class StateBuffers(wiring.Component):
+    """`z` is the P states of chunk `chunk` of layer `layer`'s inputs, per slot, one cycle
+    after they are presented (issue stage -> S1); `results` (the epilogue's beats) are written
+    at the end of their cycle."""
+
+    def __init__(self, config: NSMConfig):
+        self._config = config
+        P, M = config.inputs_per_cycle, config.parallel_samples
+        super().__init__({
+            "input_wr": In(WriteSignature(input_length(config.n_inputs), 8)),
+            "layer": In(range(max(config.n_layers, 2))),
+            "chunk": In(range(max(max(config.chunks(l) for l in range(config.n_layers)), 2))),
+            "z": Out(data.ArrayLayout(P, M)),
+            "results": In(stream.Signature(TraceLayout(config), always_ready=True)),
+        })
+
+    @staticmethod
+    def uses_memories(config: NSMConfig) -> bool:
+        return config.inputs_per_cycle == 1 and config.epilogue_units == 1
+
+    def elaborate(self, platform):
+        if self.uses_memories(self._config):
+            return self._memories()
+        cfg = self._config
+        m = Module()
+        M, P, out_layer = cfg.parallel_samples, cfg.inputs_per_cycle, cfg.n_layers - 1
+        layer, chunk = Signal.like(self.layer), Signal.like(self.chunk)
+        m.d.sync += [layer.eq(self.layer), chunk.eq(self.chunk)]
+
+        # Input states, by bytes.
+        inputs = Signal(max(cfg.chunks(0) * P, -(-cfg.n_inputs // 8) * 8))
+        with m.If(self.input_wr.en):
+            m.d.sync += inputs.word_select(self.input_wr.addr, 8).eq(self.input_wr.data)
+
+        # Hidden states: the epilogue's z bits of hidden layers, into the slot's buffer.
+        act_bits = max([cfg.chunks(l) * P for l in range(1, cfg.n_layers)]
+                       + [cfg.fan_out(l) for l in cfg.hidden_layers])
+        act = [[Signal(act_bits, name=f"act{n}_slot{s}") for s in range(M)] for n in range(2)]
+        beat = self.results
+        for n in range(2):
+            with m.If(beat.valid & (beat.payload.layer != out_layer)
+                      & (beat.payload.layer[0] == n)):
+                for entry in beat.payload.entries:
+                    for s in range(M):
+                        with m.If(entry.valid & (entry.slot == s)):
+                            m.d.sync += act[n][s].bit_select(entry.neuron, 1).eq(entry.z)
+
+        # Reading: layer 0 reads the inputs (the same for every slot), layer l > 0 buffer
+        # (l - 1) % 2. A mux of slices: word_select by a P that is not a power of two multiplies.
+        def chunk_of(vector):
+            return Array(vector[c * P:(c + 1) * P] for c in range(len(vector) // P))[chunk]
+
+        for s in range(M):
+            hidden = chunk_of(Mux(layer[0], act[0][s], act[1][s]))
+            m.d.comb += self.z[s].eq(Mux(layer == 0, chunk_of(inputs), hidden))
+        return m
+
+    def _memories(self):
+        cfg = self._config
+        m = Module()
+        M, out_layer = cfg.parallel_samples, cfg.n_layers - 1
+        layer, bit = Signal.like(self.layer), Signal(3)
+        m.d.sync += [layer.eq(self.layer), bit.eq(self.chunk[:3])]
+
+        # Input states, by bytes; state j is bit j % 8 of byte j // 8.
+        m.submodules.inputs = inputs = Memory(shape=8, depth=-(-cfg.n_inputs // 8), init=[])
+        in_write, in_read = inputs.write_port(), inputs.read_port(domain="sync")
+        m.d.comb += [in_write.en.eq(self.input_wr.en), in_write.addr.eq(self.input_wr.addr),
+                     in_write.data.eq(self.input_wr.data), in_read.addr.eq(self.chunk >> 3)]
+
+        # Hidden states, one bit a word, per slot and ping-pong buffer.
+        depth = max(cfg.fan_out(l) for l in cfg.hidden_layers)
+        entry, beat = self.results.payload.entries[0], self.results
+        for s in range(M):
+            reads = []
+            for n in range(2):
+                mem = Memory(shape=1, depth=depth, init=[])
+                m.submodules[f"act{n}_slot{s}"] = mem
+                write, read = mem.write_port(), mem.read_port(domain="sync")
+                m.d.comb += [write.en.eq(beat.valid & (beat.payload.layer != out_layer)
+                                         & (beat.payload.layer[0] == n) & entry.valid
+                                         & (entry.slot == s)),
+                             write.addr.eq(entry.neuron), write.data.eq(entry.z),
+                             read.addr.eq(self.chunk)]
+                reads.append(read.data)
+            hidden = Mux(layer[0], reads[0], reads[1])
+            m.d.comb += self.z[s].eq(Mux(layer == 0, in_read.data.bit_select(bit, 1), hidden))
+        return m
