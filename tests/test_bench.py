@@ -42,11 +42,13 @@ def _ice40_report(config):
             "clock_mhz": 18.0, "fmax_mhz": 22.21, "timing_met": True}
 
 
-def test_board_figures_at_the_clock_not_at_fmax_against_the_chips_bounds():
+@pytest.mark.parametrize("fields", [{}, {"inputs_per_cycle": 2, "parallel_samples": 4}],
+                         ids=["P1-M1", "P2-M4"])
+def test_board_figures_at_the_clock_not_at_fmax_against_the_chips_bounds(fields):
     from bench.hardware_table import board_figures
     from hw.engine import NSMEngine
     from model.config import digits_config
-    config = digits_config()
+    config = digits_config(**fields)
     row = board_figures(_ice40_report(config))
     cycles = NSMEngine.cycles_per_inference(config)
     ops = config.samples * config.synapses / cycles
