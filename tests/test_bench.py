@@ -7,7 +7,18 @@ import pytest
 from bench.__main__ import SECTIONS, main
 
 
-def test_only_some_sections_keeps_the_others_results(tmp_path):
+def _one_build(tmp_path, monkeypatch):
+    """A build folder with one iCEBreaker report of the digits default, as the bench's root."""
+    import bench.__main__ as bench_main
+    from model.config import digits_config
+    (tmp_path / "build" / "icebreaker" / "digits").mkdir(parents=True)
+    (tmp_path / "build" / "icebreaker" / "digits" / "report.json").write_text(
+        json.dumps(_ice40_report(digits_config())))
+    monkeypatch.setattr(bench_main, "ROOT", tmp_path)
+
+
+def test_only_some_sections_keeps_the_others_results(tmp_path, monkeypatch):
+    _one_build(tmp_path, monkeypatch)
     out = tmp_path / "RESULTS.md"
     earlier = {"sections": {"golden": {"title": SECTIONS["golden"][0], "date": "2026-01-01",
                                        "command": "python bench/golden_bench.py",
@@ -66,11 +77,7 @@ def test_board_figures_at_the_clock_not_at_fmax_against_the_chips_bounds(fields)
 
 def test_boards_section_rewrites_only_the_docs_block(tmp_path, monkeypatch):
     import bench.__main__ as bench_main
-    from model.config import digits_config
-    (tmp_path / "build" / "icebreaker" / "digits").mkdir(parents=True)
-    (tmp_path / "build" / "icebreaker" / "digits" / "report.json").write_text(
-        json.dumps(_ice40_report(digits_config())))
-    monkeypatch.setattr(bench_main, "ROOT", tmp_path)
+    _one_build(tmp_path, monkeypatch)
     doc = _doc_with_block(tmp_path)
     text, rows = bench_main._boards_section(doc)
     table = bench_main._board_table()[0]
@@ -80,13 +87,19 @@ def test_boards_section_rewrites_only_the_docs_block(tmp_path, monkeypatch):
     assert table in new and "old table" not in new
 
 
+def test_boards_section_without_builds_leaves_the_docs_table(tmp_path, monkeypatch):
+    import bench.__main__ as bench_main
+    monkeypatch.setattr(bench_main, "ROOT", tmp_path)
+    doc = _doc_with_block(tmp_path)
+    before = doc.read_text()
+    text, rows = bench_main._boards_section(doc)
+    assert rows is None and text.startswith("(no board built: `python -m hw.build --board")
+    assert doc.read_text() == before
+
+
 def test_boards_section_without_the_docs_block_fails_with_one_line(tmp_path, monkeypatch):
     import bench.__main__ as bench_main
-    from model.config import digits_config
-    (tmp_path / "build" / "icebreaker" / "digits").mkdir(parents=True)
-    (tmp_path / "build" / "icebreaker" / "digits" / "report.json").write_text(
-        json.dumps(_ice40_report(digits_config())))
-    monkeypatch.setattr(bench_main, "ROOT", tmp_path)
+    _one_build(tmp_path, monkeypatch)
     doc = tmp_path / "plain.md"
     doc.write_text("no block here\n")
     out = tmp_path / "RESULTS.md"
