@@ -67,19 +67,11 @@ def _run_script(name: str, args: list[str]) -> tuple[str, float, int]:
     return "".join(lines), time.monotonic() - t, code
 
 
-def _report_config(rep: dict):
-    """The NSMConfig a board report was built for, or None."""
-    from model.config import NSMConfig
-    try:
-        return NSMConfig(**rep["config_json"])
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
 def _cycles_table(board_reports: list[dict]) -> str:
     """Cycles per inference measured on the Verilator model of each network, and what they
     imply at the clock of each board built for that very configuration (same identity): the
     PLL clock its bitstream runs at, not its Fmax."""
+    from bench.hardware_table import report_config
     from model.config import digits_config, paper_config
     from model.params import QuantizedNSM
     from firmware.image import write_image
@@ -95,7 +87,7 @@ def _cycles_table(board_reports: list[dict]) -> str:
     # gives a real inference rate).
     configs = {c.identity: c for c in (digits_config(), paper_config(samples=4))}
     for rep in board_reports:
-        config = _report_config(rep)
+        config = report_config(rep)
         if config is not None:
             configs.setdefault(config.identity, config)
     for config in configs.values():
@@ -109,7 +101,7 @@ def _cycles_table(board_reports: list[dict]) -> str:
         ips = []
         for board in boards:
             clock = [rep.get("clock_mhz") for rep in board_reports if rep["board"] == board
-                     and getattr(_report_config(rep), "identity", None) == config.identity]
+                     and getattr(report_config(rep), "identity", None) == config.identity]
             ips.append(f"{clock[0] * 1e6 / cycles:.0f}" if clock and clock[0] else "not built")
         rows.append(f"| {'-'.join(map(str, config.layer_sizes))} | {config.lanes} | "
                     f"{config.samples} | {cycles} | {per_sample:.1f} | "

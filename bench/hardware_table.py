@@ -21,7 +21,7 @@ from hw.engine import NSMEngine
 from model.config import NSMConfig
 
 __all__ = ["BEGIN_MARK", "END_MARK", "DocBlockError", "RAM_PORT_BITS", "board_figures",
-           "render", "weight_reads_per_inference", "replace_doc_block"]
+           "render", "report_config", "weight_reads_per_inference", "replace_doc_block"]
 
 BEGIN_MARK = "<!-- bench:boards begin (python -m bench --only boards rewrites this block) -->"
 END_MARK = "<!-- bench:boards end -->"
@@ -48,12 +48,19 @@ def adder_floor_luts(config: NSMConfig) -> int:
     return 4 * config.weight_bits + 2
 
 
+def report_config(report: dict) -> NSMConfig | None:
+    """The NSMConfig a board report (`report.json` of hw.build) was built for, or None."""
+    try:
+        return NSMConfig(**report["config_json"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def board_figures(report: dict) -> dict | None:
     """Figures of one board build (`report.json` of hw.build), or None if the report does not
     name a configuration."""
-    try:
-        config = NSMConfig(**report["config_json"])
-    except (KeyError, TypeError, ValueError):
+    config = report_config(report)
+    if config is None:
         return None
     res = report.get("resources", {})
     used = {k: v.get("used", 0) for k, v in res.items()}
