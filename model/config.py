@@ -16,8 +16,8 @@ import numbers
 import zlib
 from dataclasses import dataclass, field
 
-__all__ = ["ConfigError", "NSMConfig", "LFSR_TAPS", "NOISE_MODES", "LFSR_LAYOUTS", "digits_config",
-           "paper_config"]
+__all__ = ["ConfigError", "NSMConfig", "ConvShape", "LFSR_TAPS", "NOISE_MODES", "LFSR_LAYOUTS",
+           "POOL_SIZES", "conv_layer_sizes", "digits_config", "paper_config"]
 
 
 class ConfigError(ValueError):
@@ -39,6 +39,52 @@ LFSR_TAPS: dict[int, tuple[int, ...]] = {
 
 NOISE_MODES = ("synapse", "input")
 LFSR_LAYOUTS = ("per_lane", "wide")
+# Max pooling after a conv layer: 1 (none) or 2 (2x2 windows, stride 2: the OR of +-1 states).
+POOL_SIZES = (1, 2)
+
+
+@dataclass(frozen=True)
+class ConvShape:
+    """One conv layer: input (height, width, in_channels) states, position-major (state j =
+    (y * width + x) * in_channels + c); `out_channels` kernels of kernel x kernel x in_channels,
+    stride 1, 'same' zero padding (kernel // 2 each side); then `pool` x `pool` max pooling."""
+
+    height: int
+    width: int
+    in_channels: int
+    out_channels: int
+    kernel: int
+    pool: int
+
+    @property
+    def pad(self) -> int:
+        return self.kernel // 2
+
+    @property
+    def positions(self) -> int:
+        """Output positions before pooling (each one a neuron per output channel)."""
+        return self.height * self.width
+
+    @property
+    def out_shape(self) -> tuple[int, int, int]:
+        """(height, width, channels) of the pooled output states."""
+        return self.height // self.pool, self.width // self.pool, self.out_channels
+
+    @property
+    def out_states(self) -> int:
+        h, w, c = self.out_shape
+        return h * w * c
+
+
+def conv_layer_sizes(input_shape, conv_layers, dense_sizes) -> tuple[int, ...]:
+    """layer_sizes of a network with conv layers: the input states, each conv layer's pooled
+    output states, then `dense_sizes` (the hidden and output layers that follow)."""
+    h, w, c = (int(v) for v in input_shape)
+    sizes = [h * w * c]
+    for out_channels, _kernel, pool in conv_layers:
+        h, w, c = h // pool, w // pool, out_channels
+        sizes.append(h * w * c)
+    return tuple(sizes) + tuple(int(n) for n in dense_sizes)
 
 # Widths above this could overflow the golden model's int64 arithmetic.
 _MAX_DERIVED_BITS = 62
@@ -94,6 +140,11 @@ class NSMConfig:
     inputs_per_cycle: int = 1
     # Monte-Carlo samples computed side by side on each weight read (M <= K), each in its slot.
     parallel_samples: int = 1
+    # Conv layers before the dense ones, each (out_channels, kernel, pool): weight layers
+    # 0 .. len - 1 (`ConvShape`); their layer_sizes entries are the pooled output states.
+    conv_layers: tuple[tuple[int, int, int], ...] = ()
+    # (height, width, channels) of the input states, position-major; needed by conv layers.
+    input_shape: tuple[int, ...] = ()
     # Free-form name, not part of the identity.
     name: str = field(default="", compare=False)
 
@@ -113,9 +164,26 @@ class NSMConfig:
             raise ConfigError(f"layer_sizes: must be a sequence of integers, got {sizes!r}")
         object.__setattr__(self, "layer_sizes", tuple(
             integer(n, f"layer_sizes[{i}]") for i, n in enumerate(sizes)))
+        shape = self.input_shape
+        if isinstance(shape, (str, bytes, dict)) or not hasattr(shape, "__iter__"):
+            raise ConfigError(f"input_shape: must be (height, width, channels), got {shape!r}")
+        object.__setattr__(self, "input_shape", tuple(
+            integer(n, f"input_shape[{i}]") for i, n in enumerate(shape)))
+        convs = self.conv_layers
+        if isinstance(convs, (str, bytes, dict)) or not hasattr(convs, "__iter__"):
+            raise ConfigError(f"conv_layers: must be a sequence of (out_channels, kernel, pool), "
+                              f"got {convs!r}")
+        layers = []
+        for i, spec in enumerate(convs):
+            if isinstance(spec, (str, bytes, dict)) or not hasattr(spec, "__iter__") \
+                    or len(spec) != 3:
+                raise ConfigError(f"conv_layers[{i}]: must be (out_channels, kernel, pool), "
+                                  f"got {spec!r}")
+            layers.append(tuple(integer(v, f"conv_layers[{i}]") for v in spec))
+        object.__setattr__(self, "conv_layers", tuple(layers))
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name == "layer_sizes":
+            if f.name in ("layer_sizes", "input_shape", "conv_layers"):
                 continue
             if f.type in ("int", int):
                 object.__setattr__(self, f.name, integer(value, f.name))
@@ -162,6 +230,7 @@ class NSMConfig:
              f"lanes * parallel_samples = {self.lanes * self.parallel_samples}, at most 256 "
              f"(S, D) pairs per group are supported")
         need(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
+        self._validate_conv(need)
         for name, bits in (("acc_bits", self.acc_bits), ("u_bits", self.u_bits),
                            ("score_bits", self.score_bits)):
             need(bits <= _MAX_DERIVED_BITS, name.replace("_bits", "") + " width",
@@ -171,6 +240,46 @@ class NSMConfig:
         from firmware.frames import config_problems
         for field_name, message in config_problems(self):
             raise ConfigError(f"{field_name}: {message}")
+
+    def _validate_conv(self, need):
+        if not self.conv_layers:
+            need(not self.input_shape or len(self.input_shape) == 3, "input_shape",
+                 f"must be (height, width, channels), got {self.input_shape}")
+            if self.input_shape:
+                h, w, c = self.input_shape
+                need(h * w * c == self.n_inputs, "input_shape",
+                     f"{self.input_shape} holds {h * w * c} states, layer_sizes[0] is "
+                     f"{self.n_inputs}")
+            return
+        need(len(self.input_shape) == 3, "input_shape",
+             f"conv layers need (height, width, channels), got {self.input_shape}")
+        need(all(n >= 1 for n in self.input_shape), "input_shape",
+             f"sizes must be >= 1, got {self.input_shape}")
+        need(len(self.conv_layers) <= self.n_layers - 1, "conv_layers",
+             f"{len(self.conv_layers)} conv layers, at most {self.n_layers - 1} (the output "
+             f"layer is dense)")
+        need(self.noise == "synapse", "noise",
+             "conv layers take per-synapse noise only: per-input noise in a conv layer would "
+             "need the noise of every input state held for the whole layer, which the engine "
+             "does not build")
+        h, w, c = self.input_shape
+        for i, (out_channels, kernel, pool) in enumerate(self.conv_layers):
+            where = f"conv_layers[{i}]"
+            need(1 <= out_channels <= 4096, where,
+                 f"out_channels must be in 1..4096, got {out_channels}")
+            need(kernel >= 1 and kernel % 2 == 1, where,
+                 f"kernel must be odd ('same' padding), got {kernel}")
+            need(kernel <= min(h, w) * 2 + 1, where,
+                 f"kernel {kernel} is wider than its {h}x{w} input allows")
+            need(pool in POOL_SIZES, where, f"pool must be one of {POOL_SIZES}, got {pool}")
+            need(h % pool == 0 and w % pool == 0, where,
+                 f"pool {pool} does not divide its {h}x{w} input")
+            h, w, c = h // pool, w // pool, out_channels
+        expected = conv_layer_sizes(self.input_shape, self.conv_layers,
+                                    self.layer_sizes[len(self.conv_layers) + 1:])
+        need(self.layer_sizes == expected, "layer_sizes",
+             f"{self.layer_sizes} do not match input_shape {self.input_shape} and conv_layers "
+             f"{self.conv_layers}: they imply {expected}")
 
     # -- shape ------------------------------------------------------------------------------------
 
@@ -192,19 +301,61 @@ class NSMConfig:
         """Indices (0-based, into `layers`) of the noisy NSM layers; the last layer is output."""
         return range(self.n_layers - 1)
 
+    @property
+    def n_conv(self) -> int:
+        return len(self.conv_layers)
+
+    def is_conv(self, layer: int) -> bool:
+        return layer < self.n_conv
+
+    def conv_shape(self, layer: int) -> ConvShape:
+        """The geometry of conv layer `layer` (0 <= layer < n_conv)."""
+        if not self.is_conv(layer):
+            raise ValueError(f"layer {layer} is not a conv layer ({self.n_conv} conv layers)")
+        h, w, c = self.input_shape
+        for out_channels, kernel, pool in self.conv_layers[:layer]:
+            h, w, c = h // pool, w // pool, out_channels
+        out_channels, kernel, pool = self.conv_layers[layer]
+        return ConvShape(h, w, c, out_channels, kernel, pool)
+
     def fan_in(self, layer: int) -> int:
+        """Synapses of one neuron: N_l (dense), kernel * kernel * in_channels (conv; column
+        (ty * kernel + tx) * in_channels + c of its weight row)."""
+        if self.is_conv(layer):
+            shape = self.conv_shape(layer)
+            return shape.kernel * shape.kernel * shape.in_channels
         return self.layer_sizes[layer]
 
     def fan_out(self, layer: int) -> int:
+        """Rows of the weight matrix (each with its a_i and b_i): N_{l+1} (dense), the output
+        channels (conv: a row serves every output position)."""
+        if self.is_conv(layer):
+            return self.conv_shape(layer).out_channels
         return self.layer_sizes[layer + 1]
 
+    def positions(self, layer: int) -> int:
+        """Times one weight row is applied per sample: output positions (conv), 1 (dense)."""
+        return self.conv_shape(layer).positions if self.is_conv(layer) else 1
+
     def groups(self, layer: int) -> int:
-        """Lane groups of a layer: ceil(N_out / lanes) passes over its N_in inputs."""
+        """Lane groups of a layer: ceil(fan_out / lanes) rows computed side by side."""
         return -(-self.fan_out(layer) // self.lanes)
 
+    def channel_chunks(self, layer: int) -> int:
+        """Chunks of P input channels per kernel tap of a conv layer: ceil(in_channels / P)."""
+        return -(-self.conv_shape(layer).in_channels // self.inputs_per_cycle)
+
     def chunks(self, layer: int) -> int:
-        """Compute cycles per group: ceil(N_in / P); input j = c * P + p of chunk c."""
+        """Compute cycles per group and position: dense ceil(N_in / P), input j = c * P + p of
+        chunk c; conv kernel**2 * channel_chunks, chunk c = tap * channel_chunks + h holds
+        channels h * P + p of tap (ty, tx) = divmod(tap, kernel)."""
+        if self.is_conv(layer):
+            return self.conv_shape(layer).kernel ** 2 * self.channel_chunks(layer)
         return -(-self.fan_in(layer) // self.inputs_per_cycle)
+
+    def layer_cycles(self, layer: int) -> int:
+        """Compute cycles of a layer per pass: groups * positions * chunks."""
+        return self.groups(layer) * self.positions(layer) * self.chunks(layer)
 
     @property
     def passes(self) -> int:
@@ -346,6 +497,8 @@ class NSMConfig:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["layer_sizes"] = list(self.layer_sizes)
+        d["conv_layers"] = [list(spec) for spec in self.conv_layers]
+        d["input_shape"] = list(self.input_shape)
         return d
 
     def to_json(self) -> str:
@@ -359,7 +512,11 @@ class NSMConfig:
             raise ConfigError(f"{unknown[0]}: unknown configuration field")
         if "layer_sizes" not in d:
             raise ConfigError("layer_sizes: missing")
-        return cls(**{**d, "layer_sizes": tuple(d["layer_sizes"])})
+        d = {**d, "layer_sizes": tuple(d["layer_sizes"])}
+        if isinstance(d.get("conv_layers"), list):
+            d["conv_layers"] = tuple(tuple(spec) if isinstance(spec, list) else spec
+                                     for spec in d["conv_layers"])
+        return cls(**d)
 
     @classmethod
     def from_json(cls, text: str) -> "NSMConfig":
@@ -387,10 +544,18 @@ class NSMConfig:
         for name in ("inputs_per_cycle", "parallel_samples"):
             if d[name] == 1:
                 d.pop(name)
+        for name in ("conv_layers", "input_shape"):
+            if not d[name]:
+                d.pop(name)
         return zlib.crc32(json.dumps(d, sort_keys=True).encode())
 
     def describe(self) -> str:
         sizes = "-".join(str(n) for n in self.layer_sizes)
+        if self.conv_layers:
+            h, w, c = self.input_shape
+            sizes = f"{h}x{w}x{c}-" + "-".join(
+                f"{o}c{k}" + (f"-p{q}" if q > 1 else "") for o, k, q in self.conv_layers) \
+                + "-" + "-".join(str(n) for n in self.layer_sizes[self.n_conv + 1:])
         return (f"{sizes} lanes={self.lanes} w{self.weight_bits} a{self.a_bits}.{self.a_frac} "
                 f"b{self.bias_bits} noise={self.noise} p={self.p_keep}/{1 << self.p_bits} "
                 f"lfsr={self.lfsr_width}/{self.lfsr_layout} K={self.samples} "
@@ -403,8 +568,9 @@ class NSMConfig:
 
     @property
     def ideal_cycles_per_pass(self) -> int:
-        """sum over layers of groups(l) * chunks(l): one weight word per compute cycle."""
-        return sum(self.groups(l) * self.chunks(l) for l in range(self.n_layers))
+        """sum over layers of groups(l) * positions(l) * chunks(l): one weight word per compute
+        cycle."""
+        return sum(self.layer_cycles(l) for l in range(self.n_layers))
 
     @property
     def ideal_cycles_per_inference(self) -> int:
@@ -418,7 +584,9 @@ class NSMConfig:
 
     @property
     def synapses(self) -> int:
-        return sum(self.fan_in(l) * self.fan_out(l) for l in range(self.n_layers))
+        """Synapse operations of one sample (a conv weight counts once per output position)."""
+        return sum(self.fan_in(l) * self.fan_out(l) * self.positions(l)
+                   for l in range(self.n_layers))
 
 
 THERMOMETER_LEVELS_DIGITS = 4
