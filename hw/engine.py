@@ -112,7 +112,7 @@ class NSMEngine(wiring.Component):
         # -- S1: the chunk's states per slot, the noise ----------------------------------------
         s1 = Signal(IssueLayout(cfg))
         m.d.sync += s1.eq(seq.issue)
-        m.d.comb += [states.layer.eq(seq.issue.layer), states.chunk.eq(seq.issue.chunk)]
+        m.d.comb += states.issue.eq(seq.issue)
         m.submodules.lanes = lane_array = LaneArray(cfg, GroupTag(cfg))
         m.d.comb += lane_array.z.eq(states.z)
         s1_hidden = s1.layer != out_layer
@@ -123,8 +123,10 @@ class NSMEngine(wiring.Component):
         # -- lane array: the group's sums ------------------------------------------------------
         m.d.comb += [lane_array.valid.eq(s1.valid), lane_array.first.eq(s1.first),
                      lane_array.last.eq(s1.last), lane_array.layer0.eq(s1.layer == 0),
+                     lane_array.inside.eq(s1.inside),
                      lane_array.w.eq(w_read.data), lane_array.xi.eq(noise.xi)]
-        for field in ("layer", "neuron_base", "sample_base", "pass_end", "p_addr"):
+        for field in ("layer", "channel_base", "neuron_base", "state_base", "merge",
+                      "sample_base", "pass_end", "p_addr"):
             m.d.comb += getattr(lane_array.tag, field).eq(getattr(s1, field))
 
         # -- shared epilogue: parameters read one cycle ahead of the sums ---------------------

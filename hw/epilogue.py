@@ -17,17 +17,22 @@ from amaranth.lib.wiring import In, Out
 
 from model.config import NSMConfig
 
-from .interfaces import TraceLayout
+from .interfaces import TraceLayout, neuron_range, state_range
 
 __all__ = ["Epilogue", "GroupTag"]
 
 
 def GroupTag(config: NSMConfig) -> data.StructLayout:
-    """What the epilogue needs to know about the group whose sums it takes."""
+    """What the epilogue needs to know about the group (and position) whose sums it takes:
+    lane k holds channel channel_base + k, traced as neuron neuron_base + k, its z going to
+    state state_base + k (ORed in when `merge`)."""
     return data.StructLayout({
         "layer": range(max(config.n_layers, 2)),
-        "neuron_base": range(max(config.groups(l) * config.lanes
-                                 for l in range(config.n_layers))),
+        "channel_base": range(max(config.groups(l) * config.lanes
+                                  for l in range(config.n_layers))),
+        "neuron_base": neuron_range(config),
+        "state_base": state_range(config),
+        "merge": 1,
         "sample_base": range(max(config.passes * config.parallel_samples, 2)),
         "pass_end": 1,          # the last group of a pass (output layer)
         "p_addr": range(max(config.param_words, 2)),
@@ -79,9 +84,10 @@ class Epilogue(wiring.Component):
 
         # E1: each unit selects its pair of this beat and the pair's lane parameters.
         n_out = Array(Const(cfg.fan_out(l)) for l in range(cfg.n_layers))
-        e1_valid, e1_out, e1_end = Signal(), Signal(), Signal()
+        e1_valid, e1_out, e1_end, e1_merge = Signal(), Signal(), Signal(), Signal()
         e1_layer = Signal.like(self.tag.layer)
         m.d.sync += [e1_valid.eq(running), e1_layer.eq(self.tag.layer),
+                     e1_merge.eq(self.tag.merge),
                      e1_out.eq(self.tag.layer == out_layer),
                      e1_end.eq(self.tag.pass_end & (cur_beat == beats - 1))]
         units = []
@@ -98,36 +104,40 @@ class Epilogue(wiring.Component):
             sample1 = Signal.like(self.tag.sample_base, name=f"u{e}_sample1")
             slot1 = Signal.like(self.out.payload.entries[e].slot, name=f"u{e}_slot1")
             neuron1 = Signal.like(self.out.payload.entries[e].neuron, name=f"u{e}_neuron1")
-            neuron = self.tag.neuron_base + pick(lambda s, k: Const(k))
+            state1 = Signal.like(self.out.payload.entries[e].state, name=f"u{e}_state1")
+            lane = pick(lambda s, k: Const(k))
             sample = self.tag.sample_base + pick(lambda s, k: Const(s))
             exists = pick(lambda s, k: Const(1))
             m.d.sync += [
                 s1.eq(pick(lambda s, k: self.s[s][k])), d1.eq(pick(lambda s, k: self.d[s][k])),
                 a1.eq(pick(lambda s, k: a_now[k])), b1.eq(pick(lambda s, k: b_now[k])),
-                sample1.eq(sample), neuron1.eq(neuron), slot1.eq(pick(lambda s, k: Const(s))),
-                ok1.eq(running & exists & (neuron < n_out[self.tag.layer])
+                sample1.eq(sample), neuron1.eq(self.tag.neuron_base + lane),
+                state1.eq(self.tag.state_base + lane), slot1.eq(pick(lambda s, k: Const(s))),
+                ok1.eq(running & exists & (self.tag.channel_base + lane < n_out[self.tag.layer])
                        & (sample < cfg.samples)),
             ]
-            units.append((s1, d1, a1, b1, ok1, sample1, neuron1, slot1))
+            units.append((s1, d1, a1, b1, ok1, sample1, neuron1, state1, slot1))
 
         # E2: the unit's one multiply; E3: u and z.
         e2 = [Signal.like(x, name=f"e2_{n}") for n, x in
-              enumerate((e1_valid, e1_out, e1_end, e1_layer))]
+              enumerate((e1_valid, e1_out, e1_end, e1_layer, e1_merge))]
         e3 = [Signal.like(x, name=f"e3_{n}") for n, x in enumerate(e2)]
-        m.d.sync += [r.eq(x) for r, x in zip(e2, (e1_valid, e1_out, e1_end, e1_layer))]
+        m.d.sync += [r.eq(x) for r, x in zip(e2, (e1_valid, e1_out, e1_end, e1_layer, e1_merge))]
         m.d.sync += [r.eq(x) for r, x in zip(e3, e2)]
-        for e, (s1, d1, a1, b1, ok1, sample1, neuron1, slot1) in enumerate(units):
+        for e, (s1, d1, a1, b1, ok1, sample1, neuron1, state1, slot1) in enumerate(units):
             product = Signal(signed(cfg.product_bits), name=f"u{e}_product")
-            s2, d2, b2, ok2, sample2, neuron2, slot2 = (
+            s2, d2, b2, ok2, sample2, neuron2, state2, slot2 = (
                 Signal.like(x, name=f"{x.name[:-1]}2")
-                for x in (s1, d1, b1, ok1, sample1, neuron1, slot1))
+                for x in (s1, d1, b1, ok1, sample1, neuron1, state1, slot1))
             m.d.sync += [product.eq(a1 * d1), s2.eq(s1), d2.eq(d1), b2.eq(b1), ok2.eq(ok1),
-                         sample2.eq(sample1), neuron2.eq(neuron1), slot2.eq(slot1)]
+                         sample2.eq(sample1), neuron2.eq(neuron1), state2.eq(state1),
+                         slot2.eq(slot1)]
             entry = self.out.payload.entries[e]
             hidden_u = s2 + (product >> cfg.a_frac) + b2
             m.d.sync += [entry.u.eq(Mux(e2[1], d2 + b2, hidden_u)), entry.valid.eq(ok2),
-                         entry.sample.eq(sample2), entry.neuron.eq(neuron2), entry.slot.eq(slot2)]
+                         entry.sample.eq(sample2), entry.neuron.eq(neuron2),
+                         entry.state.eq(state2), entry.slot.eq(slot2)]
             m.d.comb += entry.z.eq(entry.u >= 0)
         m.d.comb += [self.out.valid.eq(e3[0]), self.out.payload.pass_end.eq(e3[2]),
-                     self.out.payload.layer.eq(e3[3])]
+                     self.out.payload.layer.eq(e3[3]), self.out.payload.merge.eq(e3[4])]
         return m

@@ -14,7 +14,7 @@ from firmware.image_format import image_sections
 from model.config import NSMConfig
 
 __all__ = ["WriteSignature", "ResultLayout", "TraceEntryLayout", "TraceLayout", "EngineSignature",
-           "image_sections"]
+           "image_sections", "neuron_range", "state_range"]
 
 
 class WriteSignature(wiring.Signature):
@@ -38,15 +38,32 @@ def ResultLayout(config: NSMConfig) -> data.StructLayout:
     })
 
 
+def neuron_range(config: NSMConfig) -> range:
+    """Traced neuron indices of every (group, lane), lanes past fan_out included: i = g * lanes
+    + k (dense), (y * W + x) * C_out + g * lanes + k before pooling (conv)."""
+    return range(max(max((config.positions(l) - 1) * config.fan_out(l)
+                         + config.groups(l) * config.lanes for l in range(config.n_layers)), 2))
+
+
+def state_range(config: NSMConfig) -> range:
+    """Indices of the states a (group, lane) writes, lanes past fan_out included: the neuron
+    (dense), the pooled state (Y * W / q + X) * C_out + g * lanes + k (conv)."""
+    return range(max(max(config.layer_sizes[l + 1] - config.fan_out(l)
+                         + config.groups(l) * config.lanes for l in range(config.n_layers)), 2))
+
+
 def TraceEntryLayout(config: NSMConfig) -> data.StructLayout:
     """One neuron state: u (the logit in the output layer) and z of a neuron of a sample.
 
-    `valid` is 0 for pairs that hold no neuron (lanes past N_out, slots past K)."""
+    `valid` is 0 for pairs that hold no neuron (lanes past fan_out, slots past K). `neuron` is
+    the traced index (before pooling in a conv layer), `state` the index of the state z goes
+    to in the next layer's input."""
     return data.StructLayout({
         "valid": 1,
         "sample": range(max(config.passes * config.parallel_samples, 2)),
         "slot": range(max(config.parallel_samples, 2)),
-        "neuron": range(max(config.groups(l) * config.lanes for l in range(config.n_layers))),
+        "neuron": neuron_range(config),
+        "state": state_range(config),
         "u": signed(config.u_bits),
         "z": 1,
     })
@@ -55,10 +72,13 @@ def TraceEntryLayout(config: NSMConfig) -> data.StructLayout:
 def TraceLayout(config: NSMConfig) -> data.StructLayout:
     """One beat of the shared epilogue: `epilogue_units` neuron states of one layer.
 
-    `pass_end` marks the last beat of a pass (the output layer's last group)."""
+    `pass_end` marks the last beat of a pass (the output layer's last group); `merge` that
+    the z bits are ORed into their states (a conv layer's pooling window after its first
+    position) rather than written."""
     return data.StructLayout({
         "layer": range(max(config.n_layers, 2)),
         "pass_end": 1,
+        "merge": 1,
         "entries": data.ArrayLayout(TraceEntryLayout(config), config.epilogue_units),
     })
 

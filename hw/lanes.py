@@ -10,6 +10,8 @@ negation into the carry chain), then the terms, then every level of the adder tr
 unregistered tree made yosys pick LUT compressors over carry chains), then the accumulators.
 In layer 0 every slot reads the same z, so D is the same for all of them: the slot-0 tree
 computes it once and every slot takes it (the other slots' D terms hold, no toggling).
+A conv layer's padded taps (`inside` = 0) add nothing: their weights are zeroed as they are
+registered, for every slot at once (a zero weight is exact, the contract's masked term).
 """
 
 from amaranth.hdl import Module, Mux, Signal, signed
@@ -41,6 +43,7 @@ class LaneArray(wiring.Component):
             "first": In(1),      # first chunk of a group: start the sums afresh
             "last": In(1),       # last chunk of a group: hand the sums over
             "layer0": In(1),     # the first layer: every slot's z is the same
+            "inside": In(1, init=1),     # 0: the chunk's inputs are padding, w counts as 0
             "w": In(data.ArrayLayout(signed(config.weight_bits), lanes * P)),
             "z": In(data.ArrayLayout(P, M)),               # 1 is +1
             "xi": In(M * lanes * P),                        # bit (s * lanes + k) * P + p
@@ -76,11 +79,13 @@ class LaneArray(wiring.Component):
         m.d.comb += [ctl.valid.eq(self.valid), ctl.first.eq(self.first), ctl.last.eq(self.last),
                      ctl.layer0.eq(self.layer0), ctl.tag.eq(self.tag)]
 
-        # Stage A: register the memory data, the states and the noise as they arrive.
+        # Stage A: register the memory data (zero in the padding), the states and the noise as
+        # they arrive.
         w_a = Signal.like(self.w, name="w_a")
         z_a = Signal.like(self.z, name="z_a")
         xi_a = Signal.like(self.xi, name="xi_a")
-        m.d.sync += [w_a.eq(self.w), z_a.eq(self.z), xi_a.eq(self.xi)]
+        m.d.sync += [w_a.eq(Mux(self.inside, self.w.as_value(), 0)), z_a.eq(self.z),
+                     xi_a.eq(self.xi)]
         ctl_a = ctl_stage(ctl, "ctl_a")
 
         # Stage B: the terms +-w (one negation per weight, shared by the slots), S masked by xi.

@@ -1,11 +1,19 @@
 """The sequencer: the schedule's counters, one issued chunk per compute cycle.
 
-Order (docs/contract.md, "Schedule"): passes -> layers -> groups g -> chunks c. The weight
-address runs through the whole weight memory once per pass (the layout is the schedule's
-order), the parameter address counts groups. After a layer whose states the next layer reads,
-the sequencer waits `drain` cycles (the last group's states must be written first); a pass
-follows the previous one without a wait (layer 0 reads the input buffer). After the last pass
-it waits for the last logits and votes, then pulses `finish`.
+Order (docs/contract.md, "Schedule"): passes -> layers -> groups g -> positions n -> chunks c
+(a dense layer has one position). The weight address runs through a group's words once per
+position: it restarts at the group's first word for every position of a conv layer and runs
+on into the next group after the last one, so it still runs through the whole weight memory
+once per pass; the parameter address counts groups. A conv layer's positions run in pooled
+order, and its chunks through the taps (ty, tx) and channel chunks h: the issue carries the
+input position (row, col) the chunk reads, whether it lies inside the image, the traced
+neuron base and the pooled state base of the position. Everything is a counter; nothing
+multiplies.
+
+After a layer whose states the next layer reads, the sequencer waits `drain` cycles (the last
+group's states must be written first); a pass follows the previous one without a wait (layer 0
+reads the input buffer). After the last pass it waits for the last logits and votes, then
+pulses `finish`.
 """
 
 from amaranth.hdl import Array, Const, Module, Signal
@@ -14,21 +22,45 @@ from amaranth.lib.wiring import In, Out
 
 from model.config import NSMConfig
 
-__all__ = ["Sequencer", "IssueLayout"]
+from .interfaces import neuron_range, state_range
+
+__all__ = ["Sequencer", "IssueLayout", "geometry"]
+
+
+def geometry(config: NSMConfig, layer: int):
+    """(height, width, in_channels, kernel, pool, channel_chunks) of a layer's inputs; a dense
+    layer is one position of a 1x1 kernel whose channel chunks are its chunks."""
+    if config.is_conv(layer):
+        s = config.conv_shape(layer)
+        return s.height, s.width, s.in_channels, s.kernel, s.pool, config.channel_chunks(layer)
+    return 1, 1, config.fan_in(layer), 1, 1, config.chunks(layer)
+
+
+def _span(config: NSMConfig, index: int) -> int:
+    return max(geometry(config, l)[index] for l in range(config.n_layers))
 
 
 def IssueLayout(config: NSMConfig) -> data.StructLayout:
     n_layers = config.n_layers
+    pad = _span(config, 3) // 2
     return data.StructLayout({
         "valid": 1,
-        "first": 1,             # first chunk of a group
-        "last": 1,              # last chunk of a group
+        "first": 1,             # first chunk of a position
+        "last": 1,              # last chunk of a position
         "first_group": 1,       # group 0 of the layer
         "layer": range(max(n_layers, 2)),
         "chunk": range(max(max(config.chunks(l) for l in range(n_layers)), 2)),
         "w_addr": range(max(config.weight_words, 2)),
         "p_addr": range(max(config.param_words, 2)),
-        "neuron_base": range(max(config.groups(l) * config.lanes for l in range(n_layers))),
+        "channel_base": range(max(config.groups(l) * config.lanes for l in range(n_layers))),
+        "neuron_base": neuron_range(config),      # traced index of lane 0
+        "state_base": state_range(config),        # state index of lane 0
+        "merge": 1,                               # not the pooling window's first position
+        # The input position the chunk reads (conv; may lie in the padding) and its channels.
+        "row": range(-pad, _span(config, 0) + pad),
+        "col": range(-pad, _span(config, 1) + pad),
+        "channel_chunk": range(max(_span(config, 5), 2)),
+        "inside": 1,                              # 0: a padded tap, its terms add nothing
         "sample_base": range(max(config.passes * config.parallel_samples, 2)),
         "pass_end": 1,          # the last group of the output layer
     })
@@ -58,40 +90,47 @@ class Sequencer(wiring.Component):
         last_group = Array(Const(cfg.groups(l) - 1) for l in range(n_layers))
         last_sample_base = (cfg.passes - 1) * cfg.parallel_samples
 
-        # Counters, each sized by what it counts.
+        # Counters, each sized by what it counts; the positions' and taps' in _positions.
         group = Signal(range(max(max(cfg.groups(l) for l in range(n_layers)), 2)))
+        group_w = Signal.like(issue.w_addr)     # the group's first weight word
         wait = Signal(range(self._drain + self.FINAL_EXTRA))
         final = Signal()
         is_last = issue.chunk == last_chunk[issue.layer]
-        layer_end = is_last & (group == last_group[issue.layer])
+        last_position = self._positions(m, is_last)
+        group_end = is_last & last_position
+        layer_end = group_end & (group == last_group[issue.layer])
         m.d.comb += [issue.first.eq(issue.chunk == 0), issue.last.eq(is_last),
                      issue.first_group.eq(group == 0),
                      issue.pass_end.eq(layer_end & (issue.layer == out_layer))]
 
         def restart(layer):
             return [issue.layer.eq(layer), group.eq(0), issue.chunk.eq(0),
-                    issue.neuron_base.eq(0)]
+                    issue.channel_base.eq(0)]
 
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [self.busy.eq(1), issue.w_addr.eq(0), issue.p_addr.eq(0),
-                                 issue.sample_base.eq(0), *restart(0)]
+                    m.d.sync += [self.busy.eq(1), issue.w_addr.eq(0), group_w.eq(0),
+                                 issue.p_addr.eq(0), issue.sample_base.eq(0), *restart(0)]
                     m.next = "RUN"
 
-            # One chunk per cycle; at a group's end the next group, at a layer's end a drain.
+            # One chunk per cycle; after a position the group's words again, after a group the
+            # next group's, at a layer's end a drain.
             with m.State("RUN"):
                 m.d.comb += issue.valid.eq(1)
                 m.d.sync += [issue.w_addr.eq(issue.w_addr + 1), issue.chunk.eq(issue.chunk + 1)]
                 with m.If(is_last):
-                    m.d.sync += [issue.chunk.eq(0), issue.p_addr.eq(issue.p_addr + 1),
+                    m.d.sync += [issue.chunk.eq(0), issue.w_addr.eq(group_w)]
+                with m.If(group_end):
+                    m.d.sync += [issue.w_addr.eq(issue.w_addr + 1),
+                                 group_w.eq(issue.w_addr + 1), issue.p_addr.eq(issue.p_addr + 1),
                                  group.eq(group + 1),
-                                 issue.neuron_base.eq(issue.neuron_base + cfg.lanes)]
+                                 issue.channel_base.eq(issue.channel_base + cfg.lanes)]
                 with m.If(layer_end & (issue.layer != out_layer)):
                     m.d.sync += [wait.eq(self._drain - 1), final.eq(0)]
                     m.next = "DRAIN"
                 with m.Elif(layer_end & (issue.sample_base != last_sample_base)):
-                    m.d.sync += [issue.w_addr.eq(0), issue.p_addr.eq(0),
+                    m.d.sync += [issue.w_addr.eq(0), group_w.eq(0), issue.p_addr.eq(0),
                                  issue.sample_base.eq(issue.sample_base + cfg.parallel_samples),
                                  *restart(0)]
                 with m.Elif(layer_end):
@@ -108,3 +147,65 @@ class Sequencer(wiring.Component):
                     m.d.sync += restart(issue.layer + 1)
                     m.next = "RUN"
         return m
+
+    def _positions(self, m, is_last):
+        """The position and tap counters of a layer (conv: pooled order, taps, channel chunks;
+        dense: one position of one tap). Returns whether this is the layer's last position."""
+        cfg = self._config
+        issue = self.issue
+        layers = range(cfg.n_layers)
+        heights, widths, _, kernels, pools, channel_chunks = zip(
+            *(geometry(cfg, l) for l in layers))
+        c_outs = [cfg.fan_out(l) for l in layers]
+
+        def table(values):
+            return Array(Const(v) for v in values)[issue.layer]
+
+        height, width, pad = table(heights), table(widths), table(k // 2 for k in kernels)
+        # Output position (y, x) = (q * Y + dy, q * X + dx); pooled order runs dx, dy, X, Y.
+        y, x = Signal(range(_span(cfg, 0))), Signal(range(_span(cfg, 1)))
+        dy, dx = Signal(range(_span(cfg, 4))), Signal(range(_span(cfg, 4)))
+        # Kernel tap (ty, tx) and channel chunk h of the chunk.
+        ty, tx = Signal(range(_span(cfg, 3))), Signal(range(_span(cfg, 3)))
+        h = issue.channel_chunk
+        # Position-major bases: (y * W + x) * C_out of the neuron, (Y * W/q + X) * C_out of the
+        # pooled state.
+        prepool, pooled = Signal.like(issue.neuron_base), Signal.like(issue.state_base)
+        m.d.comb += [issue.row.eq(y + ty - pad), issue.col.eq(x + tx - pad),
+                     issue.inside.eq((issue.row >= 0) & (issue.row < height)
+                                     & (issue.col >= 0) & (issue.col < width)),
+                     issue.neuron_base.eq(prepool + issue.channel_base),
+                     issue.state_base.eq(pooled + issue.channel_base),
+                     issue.merge.eq((dy != 0) | (dx != 0))]
+
+        # Taps: channel chunks h, then tx, then ty; every position starts at tap 0.
+        last_h, last_t = table(cc - 1 for cc in channel_chunks), table(k - 1 for k in kernels)
+        with m.If(is_last | ~issue.valid):
+            m.d.sync += [h.eq(0), tx.eq(0), ty.eq(0)]
+        with m.Elif(h != last_h):
+            m.d.sync += h.eq(h + 1)
+        with m.Elif(tx != last_t):
+            m.d.sync += [h.eq(0), tx.eq(tx + 1)]
+        with m.Else():
+            m.d.sync += [h.eq(0), tx.eq(0), ty.eq(ty + 1)]
+
+        # Positions, in pooled order, after each position's last chunk.
+        last_q, c_out = table(q - 1 for q in pools), table(c_outs)
+        # The prepool steps: to the window's next row, to the next window of the same rows.
+        next_row = table((w - q + 1) * c for w, q, c in zip(widths, pools, c_outs))
+        next_window = table((1 - (q - 1) * w) * c for w, q, c in zip(widths, pools, c_outs))
+        last_position = (y == height - 1) & (x == width - 1)
+        with m.If(~issue.valid | (is_last & last_position)):
+            m.d.sync += [y.eq(0), x.eq(0), dy.eq(0), dx.eq(0), prepool.eq(0), pooled.eq(0)]
+        with m.Elif(is_last & (dx != last_q)):
+            m.d.sync += [dx.eq(dx + 1), x.eq(x + 1), prepool.eq(prepool + c_out)]
+        with m.Elif(is_last & (dy != last_q)):
+            m.d.sync += [dx.eq(0), dy.eq(dy + 1), x.eq(x - last_q), y.eq(y + 1),
+                         prepool.eq(prepool + next_row)]
+        with m.Elif(is_last & (x != width - 1)):
+            m.d.sync += [dx.eq(0), dy.eq(0), x.eq(x + 1), y.eq(y - last_q),
+                         prepool.eq(prepool + next_window), pooled.eq(pooled + c_out)]
+        with m.Elif(is_last):
+            m.d.sync += [dx.eq(0), dy.eq(0), x.eq(0), y.eq(y + 1), prepool.eq(prepool + c_out),
+                         pooled.eq(pooled + c_out)]
+        return last_position

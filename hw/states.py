@@ -3,15 +3,22 @@
 The input states are written by bytes (bit j of the input is bit j % 8 of byte j // 8); each
 slot has two ping-pong buffers (hidden layer l writes buffer l % 2, layer l + 1 reads it).
 
+A result's z goes to its `state` index: written, or ORed into the state when the beat's
+`merge` is set (a conv layer's pooling window after its first position: the pooled state is
+the OR of the window's bits). A conv layer reads, per chunk, the P channels h * P + p of input
+position (row, col), zero past the input channels (their weights are zero too) and anything in
+the padding (the lane array masks those terms).
+
 Two forms, chosen by the configuration (`StateBuffers.uses_memories`):
-- P = 1 and one epilogue unit: one state read and at most one written per cycle and slot, the
-  form block RAM serves: the inputs in a memory of bytes, each hidden buffer a memory of
-  1-bit words (what keeps the iCE40 UP5K's logic cells for the datapath);
-- otherwise register vectors: the epilogue writes E single bits a cycle (any slot) and the
-  lanes read P bits at any multiple of P, which no block-RAM width serves.
+- dense layers only, P = 1 and one epilogue unit: one state read and at most one written per
+  cycle and slot, the form block RAM serves: the inputs in a memory of bytes, each hidden
+  buffer a memory of 1-bit words (what keeps the iCE40 UP5K's logic cells for the datapath);
+- otherwise register vectors: the epilogue writes E single bits a cycle (any slot), the lanes
+  read P bits at any multiple of P, and a conv layer reads P bits of any position and channel
+  chunk, which no block-RAM width or address without a multiply serves.
 """
 
-from amaranth.hdl import Array, Module, Mux, Signal
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -20,29 +27,31 @@ from firmware.frames import input_length
 from model.config import NSMConfig
 
 from .interfaces import TraceLayout, WriteSignature
+from .sequencer import IssueLayout, geometry
 
 __all__ = ["StateBuffers"]
 
 
 class StateBuffers(wiring.Component):
-    """`z` is the P states of chunk `chunk` of layer `layer`'s inputs, per slot, one cycle
-    after they are presented (issue stage -> S1); `results` (the epilogue's beats) are written
-    at the end of their cycle."""
+    """`z` is the P states the issued chunk reads (`issue`: its layer, chunk, and in a conv
+    layer its input position and channel chunk), per slot, one cycle after they are presented
+    (issue stage -> S1); `results` (the epilogue's beats) are written at the end of their
+    cycle."""
 
     def __init__(self, config: NSMConfig):
         self._config = config
         P, M = config.inputs_per_cycle, config.parallel_samples
         super().__init__({
             "input_wr": In(WriteSignature(input_length(config.n_inputs), 8)),
-            "layer": In(range(max(config.n_layers, 2))),
-            "chunk": In(range(max(max(config.chunks(l) for l in range(config.n_layers)), 2))),
+            "issue": In(IssueLayout(config)),
             "z": Out(data.ArrayLayout(P, M)),
             "results": In(stream.Signature(TraceLayout(config), always_ready=True)),
         })
 
     @staticmethod
     def uses_memories(config: NSMConfig) -> bool:
-        return config.inputs_per_cycle == 1 and config.epilogue_units == 1
+        return config.n_conv == 0 and config.inputs_per_cycle == 1 \
+            and config.epilogue_units == 1
 
     def elaborate(self, platform):
         if self.uses_memories(self._config):
@@ -50,17 +59,19 @@ class StateBuffers(wiring.Component):
         cfg = self._config
         m = Module()
         M, P, out_layer = cfg.parallel_samples, cfg.inputs_per_cycle, cfg.n_layers - 1
-        layer, chunk = Signal.like(self.layer), Signal.like(self.chunk)
-        m.d.sync += [layer.eq(self.layer), chunk.eq(self.chunk)]
+        issue = Signal.like(self.issue)
+        m.d.sync += issue.eq(self.issue)
+        layer = issue.layer
 
         # Input states, by bytes.
         inputs = Signal(max(cfg.chunks(0) * P, -(-cfg.n_inputs // 8) * 8))
         with m.If(self.input_wr.en):
             m.d.sync += inputs.word_select(self.input_wr.addr, 8).eq(self.input_wr.data)
 
-        # Hidden states: the epilogue's z bits of hidden layers, into the slot's buffer.
+        # Hidden states: the epilogue's z bits of hidden layers, into the slot's buffer; a
+        # merge sets the bits that are 1 (OR) and leaves the others.
         act_bits = max([cfg.chunks(l) * P for l in range(1, cfg.n_layers)]
-                       + [cfg.fan_out(l) for l in cfg.hidden_layers])
+                       + [cfg.layer_sizes[l + 1] for l in cfg.hidden_layers])
         act = [[Signal(act_bits, name=f"act{n}_slot{s}") for s in range(M)] for n in range(2)]
         beat = self.results
         for n in range(2):
@@ -68,31 +79,55 @@ class StateBuffers(wiring.Component):
                       & (beat.payload.layer[0] == n)):
                 for entry in beat.payload.entries:
                     for s in range(M):
-                        with m.If(entry.valid & (entry.slot == s)):
-                            m.d.sync += act[n][s].bit_select(entry.neuron, 1).eq(entry.z)
+                        with m.If(entry.valid & (entry.slot == s)
+                                  & (entry.z | ~beat.payload.merge)):
+                            m.d.sync += act[n][s].bit_select(entry.state, 1).eq(entry.z)
 
-        # Reading: layer 0 reads the inputs (the same for every slot), layer l > 0 buffer
-        # (l - 1) % 2. A mux of slices: word_select by a P that is not a power of two multiplies.
+        # Reading a dense layer: layer 0 reads the inputs (the same for every slot), layer
+        # l > 0 buffer (l - 1) % 2. A mux of slices: word_select by a P that is not a power of
+        # two multiplies.
         def chunk_of(vector):
-            return Array(vector[c * P:(c + 1) * P] for c in range(len(vector) // P))[chunk]
+            return Array(vector[c * P:(c + 1) * P] for c in range(len(vector) // P))[issue.chunk]
 
         for s in range(M):
             hidden = chunk_of(Mux(layer[0], act[0][s], act[1][s]))
-            m.d.comb += self.z[s].eq(Mux(layer == 0, chunk_of(inputs), hidden))
+            dense = Mux(layer == 0, chunk_of(inputs), hidden)
+            convs = [self._conv_read(l, inputs if l == 0 else act[(l - 1) % 2][s], issue)
+                     for l in range(cfg.n_conv)]
+            m.d.comb += self.z[s].eq(Mux(layer < cfg.n_conv, Array(convs)[layer], dense)
+                                     if convs else dense)
         return m
+
+    def _conv_read(self, layer, vector, issue):
+        """The P channels h * P + p of position (row, col) of conv layer `layer`'s input
+        states (position-major), 0 past the input channels; a mux over (row, col, h), whose
+        value in the padding does not matter."""
+        cfg = self._config
+        P = cfg.inputs_per_cycle
+        height, width, channels, _, _, channel_chunks = geometry(cfg, layer)
+
+        def bits(y, x, h):
+            base = (y * width + x) * channels
+            return Cat(vector[base + c] if c < channels else Const(0)
+                       for c in range(h * P, (h + 1) * P))
+
+        return Array(Array(Array(bits(y, x, h) for h in range(channel_chunks))
+                           for x in range(width)) for y in range(height))[
+            issue.row.as_unsigned()][issue.col.as_unsigned()][issue.channel_chunk]
 
     def _memories(self):
         cfg = self._config
         m = Module()
         M, out_layer = cfg.parallel_samples, cfg.n_layers - 1
-        layer, bit = Signal.like(self.layer), Signal(3)
-        m.d.sync += [layer.eq(self.layer), bit.eq(self.chunk[:3])]
+        chunk = self.issue.chunk
+        layer, bit = Signal.like(self.issue.layer), Signal(3)
+        m.d.sync += [layer.eq(self.issue.layer), bit.eq(chunk[:3])]
 
         # Input states, by bytes; state j is bit j % 8 of byte j // 8.
         m.submodules.inputs = inputs = Memory(shape=8, depth=-(-cfg.n_inputs // 8), init=[])
         in_write, in_read = inputs.write_port(), inputs.read_port(domain="sync")
         m.d.comb += [in_write.en.eq(self.input_wr.en), in_write.addr.eq(self.input_wr.addr),
-                     in_write.data.eq(self.input_wr.data), in_read.addr.eq(self.chunk >> 3)]
+                     in_write.data.eq(self.input_wr.data), in_read.addr.eq(chunk >> 3)]
 
         # Hidden states, one bit a word, per slot and ping-pong buffer.
         depth = max(cfg.fan_out(l) for l in cfg.hidden_layers)
@@ -106,8 +141,8 @@ class StateBuffers(wiring.Component):
                 m.d.comb += [write.en.eq(beat.valid & (beat.payload.layer != out_layer)
                                          & (beat.payload.layer[0] == n) & entry.valid
                                          & (entry.slot == s)),
-                             write.addr.eq(entry.neuron), write.data.eq(entry.z),
-                             read.addr.eq(self.chunk)]
+                             write.addr.eq(entry.state), write.data.eq(entry.z),
+                             read.addr.eq(chunk)]
                 reads.append(read.data)
             hidden = Mux(layer[0], reads[0], reads[1])
             m.d.comb += self.z[s].eq(Mux(layer == 0, in_read.data.bit_select(bit, 1), hidden))

@@ -267,16 +267,16 @@ def test_state_buffers_write_bits_read_chunks(overrides):
                     if ok:
                         s, i = pairs[n + e]
                         ctx.set(entry.slot, s)
-                        ctx.set(entry.neuron, i)
+                        ctx.set(entry.state, i)
                         ctx.set(entry.z, int(z[s, i]))
                 await ctx.tick()
             ctx.set(dut.results.valid, 0)
             # Layer l + 1 reads what layer l wrote; layer 0 reads the inputs.
             for layer, want in ((l + 1, [chunks(z[s]) for s in range(M)]),
                                 (0, [chunks(x)] * M)):
-                ctx.set(dut.layer, layer)
+                ctx.set(dut.issue.layer, layer)
                 for c in range(len(want[0])):
-                    ctx.set(dut.chunk, c)
+                    ctx.set(dut.issue.chunk, c)
                     await ctx.tick()        # the states come in the cycle after (S1)
                     assert [ctx.get(dut.z[s]) for s in range(M)] == [w[c] for w in want], \
                         (layer, c)

@@ -13,7 +13,7 @@ from firmware import image_format
 from firmware.image import write_image
 from hw.engine import NSMEngine
 from model import golden
-from model.config import NSMConfig
+from model.config import NSMConfig, conv_layer_sizes
 from model.params import QuantizedNSM
 
 # Small shapes: sizes not multiples of the lanes, fan-in 1 (a group every cycle), P and M that
@@ -44,13 +44,61 @@ CONFIGS = {
 }
 IMAGES = 2
 
+# Conv layers (docs/contract.md, "Conv layers") whose kernels, channels and images divide
+# neither the lanes nor P nor M: channel chunks with channels past C_in, padded taps, 2x2 and no
+# pooling, a conv layer reading a conv layer, dense layers after them, both layouts, P = M = 1.
+CONV_CONFIGS = {
+    "6x6x3-5c3p2-7c3-9-4-l3-P2-M2-K3": dict(
+        input_shape=(6, 6, 3), conv_layers=((5, 3, 2), (7, 3, 1)), dense=(9, 4), lanes=3,
+        inputs_per_cycle=2, parallel_samples=2, samples=3),
+    "4x4x2-3c3p2-9-4-l4-P3-M2-K3-wide": dict(
+        input_shape=(4, 4, 2), conv_layers=((3, 3, 2),), dense=(9, 4), lanes=4,
+        inputs_per_cycle=3, parallel_samples=2, samples=3, lfsr_layout="wide", p_bits=2,
+        p_keep=3, lfsr_width=13),
+    "4x4x3-5c3p2-4-l3-P1-M1-K2": dict(
+        input_shape=(4, 4, 3), conv_layers=((5, 3, 2),), dense=(4,), lanes=3, samples=2),
+    "5x5x1-2c5p1-3c1p1-4-l4-P1-M2-K3-wide": dict(
+        input_shape=(5, 5, 1), conv_layers=((2, 5, 1), (3, 1, 1)), dense=(4,), lanes=4,
+        parallel_samples=2, samples=3, lfsr_layout="wide"),
+}
+
+
+def conv_config(overrides) -> NSMConfig:
+    """NSMConfig of a CONV_CONFIGS entry: `dense` are the layer sizes after the conv layers."""
+    d = dict(overrides)
+    dense = d.pop("dense")
+    sizes = conv_layer_sizes(d["input_shape"], d["conv_layers"], dense)
+    return NSMConfig(layer_sizes=sizes, **d)
+
 
 def section_words(params: QuantizedNSM):
     """The memory words of the image (the one encoder, firmware/image.py): (weights, a, bias,
-    seeds), as unsigned integers in address order."""
+    seeds), as unsigned integers in address order; conv layers' weight words from
+    `conv_weight_words`."""
     cfg = params.config
     words = image_format.section_words(cfg, image_format.image_body(cfg, write_image(params)))
+    if cfg.n_conv:
+        words["weights"][:cfg.weight_base(cfg.n_conv)] = conv_weight_words(params)
     return words["weights"], words["a"], words["bias"], words["seeds"]
+
+
+def conv_weight_words(params: QuantizedNSM) -> list[int]:
+    """The conv layers' weight words of docs/contract.md ("Weight memory"): column tap * C_in
+    + c of a row goes to chunk tap * ceil(C_in / P) + c // P, position c % P; the word layout
+    of the chunks is the dense one (firmware.image)."""
+    from firmware.image import _weight_words
+    cfg = params.config
+    P, bits = cfg.inputs_per_cycle, cfg.weight_bits
+    words = []
+    for l in range(cfg.n_conv):
+        shape, cc = cfg.conv_shape(l), cfg.channel_chunks(l)
+        w = np.asarray(params.weights[l]).reshape(shape.out_channels, shape.kernel ** 2, -1)
+        spread = np.zeros((shape.out_channels, shape.kernel ** 2, cc * P), dtype=np.int64)
+        spread[:, :, :shape.in_channels] = w
+        for row in _weight_words(cfg, l, spread.reshape(shape.out_channels, -1)):
+            words.append(sum((int(v) & ((1 << bits) - 1)) << (i * bits)
+                             for i, v in enumerate(row)))
+    return words
 
 
 def input_bytes(bits: np.ndarray) -> list[int]:
@@ -119,7 +167,18 @@ def simulate(params: QuantizedNSM, images: np.ndarray):
 @pytest.mark.parametrize("overrides", CONFIGS.values(), ids=CONFIGS.keys())
 def test_engine_matches_golden(overrides):
     seed = sum(map(ord, str(sorted(overrides.items())))) % 10_000
-    cfg = NSMConfig(**overrides)
+    check_against_golden(NSMConfig(**overrides), seed)
+
+
+@pytest.mark.parametrize("overrides", CONV_CONFIGS.values(), ids=CONV_CONFIGS.keys())
+def test_conv_engine_matches_golden(overrides):
+    """Conv layers: every traced u and z before pooling (neuron (y * W + x) * C_out + o), the
+    pooled states through the next layer's u, the results and the LFSR states == golden."""
+    seed = sum(map(ord, str(sorted(overrides.items())))) % 10_000
+    check_against_golden(conv_config(overrides), seed)
+
+
+def check_against_golden(cfg: NSMConfig, seed: int):
     rng = np.random.default_rng(seed)
     params = QuantizedNSM.random(cfg, rng)
     images = rng.integers(0, 2, size=(IMAGES, cfg.n_inputs))
@@ -131,12 +190,14 @@ def test_engine_matches_golden(overrides):
         # Every neuron state of every sample exactly once, layer by layer within each pass.
         seen = sorted((k, l, i) for k, l, i, _, _ in run["traces"])
         want = sorted((k, l, i) for k in range(cfg.samples) for l in range(cfg.n_layers)
-                      for i in range(cfg.fan_out(l)))
+                      for i in range(cfg.positions(l) * cfg.fan_out(l)))
         assert seen == want, f"traced neurons, image {n}, {where}"
         for k, l, i, u, z in run["traces"]:
             at = f"image {n} sample {k} layer {l} neuron {i}, {where}"
             assert u == expected.u[l][n, k, i], f"u at {at}"
-            if l in cfg.hidden_layers:
+            if cfg.is_conv(l):      # z before pooling; the pooled z reach the next layer's u
+                assert z == int(expected.u[l][n, k, i] >= 0), f"z at {at}"
+            elif l in cfg.hidden_layers:
                 assert z == int(expected.z[l][n, k, i] > 0), f"z at {at}"
         assert run["scores"] == expected.scores[n].tolist(), f"scores, image {n}, {where}"
         assert run["votes"] == expected.votes[n].tolist(), f"votes, image {n}, {where}"
