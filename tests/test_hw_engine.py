@@ -213,6 +213,23 @@ def cycles_of(cfg: NSMConfig) -> int:
     return runs[0]["cycles"]
 
 
+CONV_CYCLES = {
+    "conv-4x4x3-5c3p2-4-K1": dict(input_shape=(4, 4, 3), conv_layers=((5, 3, 2),), dense=(4,),
+                                  lanes=3, samples=1),
+    "conv-6x6x2-3c3p2-4c3-5-3-P2-M2-K3": dict(
+        input_shape=(6, 6, 2), conv_layers=((3, 3, 2), (4, 3, 1)), dense=(5, 3), lanes=2,
+        inputs_per_cycle=2, parallel_samples=2, samples=3),
+}
+
+
+@pytest.mark.parametrize("overrides", CONV_CYCLES.values(), ids=CONV_CYCLES.keys())
+def test_conv_cycle_formula(overrides):
+    """result.cycles == NSMEngine.cycles_per_inference with conv layers (positions * chunks
+    compute cycles per group, the same drain per layer boundary)."""
+    cfg = conv_config(overrides)
+    assert cycles_of(cfg) == NSMEngine.cycles_per_inference(cfg), cfg.describe()
+
+
 @pytest.mark.parametrize("overrides", [
     dict(layer_sizes=(20, 9, 7, 3), lanes=4, samples=1),
     dict(layer_sizes=(20, 9, 7, 3), lanes=4, samples=2),
@@ -252,11 +269,16 @@ def test_full_size_cycles_and_utilization(name):
     dict(lanes=1), dict(lanes=3), dict(lanes=8),
     dict(lanes=3, inputs_per_cycle=3, parallel_samples=2),
     dict(lanes=4, inputs_per_cycle=7, parallel_samples=4),
-], ids=["lanes1", "lanes3", "lanes8", "lanes3-P3-M2", "lanes4-P7-M4"])
+    dict(lanes=3, inputs_per_cycle=2, parallel_samples=2, input_shape=(6, 6, 3),
+         conv_layers=((5, 3, 2), (7, 3, 1)), dense=(9, 4)),
+], ids=["lanes1", "lanes3", "lanes8", "lanes3-P3-M2", "lanes4-P7-M4", "conv-lanes3-P2-M2"])
 def test_one_multiplier_per_epilogue_unit(overrides):
     """The only multiplies of the design are the shared epilogue units' a*D (synthesis maps
-    them to DSPs): E = config.epilogue_units of them."""
+    them to DSPs): E = config.epilogue_units of them; conv layers' addressing adds none."""
     from amaranth.back import rtlil
-    cfg = NSMConfig(layer_sizes=(20, 9, 7, 3), samples=4, **overrides)
+    if "conv_layers" in overrides:
+        cfg = conv_config(dict(samples=4, **overrides))
+    else:
+        cfg = NSMConfig(layer_sizes=(20, 9, 7, 3), samples=4, **overrides)
     text = rtlil.convert(NSMEngine(cfg), name="nsm_engine")
     assert text.count("cell $mul") == cfg.epilogue_units
