@@ -10,7 +10,7 @@ from hw.lanes import LaneArray
 from hw.scores import Scores
 from hw.sequencer import Sequencer
 from model import golden
-from model.config import NSMConfig
+from model.config import NSMConfig, conv_layer_sizes
 from model.fixed import shr_floor
 
 SEED = 20261202
@@ -30,31 +30,81 @@ def run(dut, bench):
     sim.run()
 
 
-@pytest.mark.parametrize("overrides", CONFIGS.values(), ids=CONFIGS.keys())
-def test_sequencer_issues_the_schedule(overrides):
-    """One chunk per cycle in the order passes -> layers -> groups -> chunks, the weight address
-    counting through the memory each pass, the drains between layers, then `finish`."""
-    cfg = NSMConfig(**overrides)
-    drain = 7
-    dut = Sequencer(cfg, drain)
+# Conv layers: a 2x2 pooled layer with channel chunks past C_in (P = 2, C_in = 3) and one
+# reading it with a 5x5 kernel wider than its 3x3 input, then dense layers.
+CONV_CONFIGS = {
+    "conv-6x6x3-2c3p2-3c5-4-3-lanes2-P2-M2-K3": dict(
+        input_shape=(6, 6, 3), conv_layers=((2, 3, 2), (3, 5, 1)), dense=(4, 3), lanes=2,
+        inputs_per_cycle=2, parallel_samples=2, samples=3),
+    "conv-4x4x1-3c3p2-3-lanes4-P1-M1-K2": dict(
+        input_shape=(4, 4, 1), conv_layers=((3, 3, 2),), dense=(3,), lanes=4, samples=2),
+}
+
+
+def conv_config(overrides) -> NSMConfig:
+    d = dict(overrides)
+    dense = d.pop("dense")
+    return NSMConfig(layer_sizes=conv_layer_sizes(d["input_shape"], d["conv_layers"], dense),
+                     **d)
+
+
+def schedule(cfg: NSMConfig):
+    """The contract's compute cycles in order, as the issue fields (layer, chunk, w_addr,
+    p_addr, channel_base, neuron_base, state_base, merge, row, col, channel_chunk, inside,
+    sample_base)."""
     want = []
     for q in range(cfg.passes):
         for l in range(cfg.n_layers):
-            w = cfg.weight_base(l)
+            w, chunks = cfg.weight_base(l), cfg.chunks(l)
+            if cfg.is_conv(l):
+                sh = cfg.conv_shape(l)
+                order = golden.pooled_order(cfg, l)
+                positions = [(divmod(int(r), sh.width), n % (sh.pool ** 2) != 0)
+                             for n, r in enumerate(order)]
+                width, cc, k, pad, pool = sh.width, cfg.channel_chunks(l), sh.kernel, sh.pad, \
+                    sh.pool
+            else:
+                positions, width, cc, k, pad, pool = [((0, 0), False)], 1, chunks, 1, 0, 1
             for g in range(cfg.groups(l)):
-                for c in range(cfg.chunks(l)):
-                    want.append((l, c, w + g * cfg.chunks(l) + c, cfg.param_base(l) + g,
-                                 g * cfg.lanes, q * cfg.parallel_samples))
+                for (y, x), merge in positions:
+                    pooled = (y // pool * (width // pool) + x // pool) * cfg.fan_out(l)
+                    for c in range(chunks):
+                        tap, h = divmod(c, cc)
+                        ty, tx = divmod(tap, k)
+                        row, col = y + ty - pad, x + tx - pad
+                        inside = not cfg.is_conv(l) or (0 <= row < sh.height
+                                                        and 0 <= col < sh.width)
+                        want.append((l, c, w + g * chunks + c, cfg.param_base(l) + g,
+                                     g * cfg.lanes, (y * width + x) * cfg.fan_out(l)
+                                     + g * cfg.lanes, pooled + g * cfg.lanes, int(merge),
+                                     row, col, h, int(inside), q * cfg.parallel_samples))
+    return want
+
+
+@pytest.mark.parametrize("overrides", [*CONFIGS.values(), *CONV_CONFIGS.values()],
+                         ids=[*CONFIGS.keys(), *CONV_CONFIGS.keys()])
+def test_sequencer_issues_the_schedule(overrides):
+    """One chunk per cycle in the order passes -> layers -> groups -> positions (pooled order)
+    -> chunks, the weight address running through a group's words once per position and
+    through the memory each pass, each conv chunk's input position, channel chunk and padding,
+    the traced neuron and pooled state bases, the drains between layers, then `finish`."""
+    cfg = conv_config(overrides) if "conv_layers" in overrides else NSMConfig(**overrides)
+    drain = 7
+    dut = Sequencer(cfg, drain)
+    want = schedule(cfg)
     got, idle = [], []
 
     async def bench(ctx):
         ctx.set(dut.start, 1)
         await ctx.tick()
         ctx.set(dut.start, 0)
-        for t in range(1, 10_000):
+        for t in range(1, 100_000):
             i = ctx.get(dut.issue)
             if i.valid:
-                got.append((i.layer, i.chunk, i.w_addr, i.p_addr, i.neuron_base, i.sample_base))
+                got.append(tuple(int(getattr(i, f)) for f in (
+                    "layer", "chunk", "w_addr", "p_addr", "channel_base", "neuron_base",
+                    "state_base", "merge", "row", "col", "channel_chunk", "inside",
+                    "sample_base")))
             else:
                 idle.append(t)
             if ctx.get(dut.finish):
@@ -71,7 +121,8 @@ def test_sequencer_issues_the_schedule(overrides):
 @pytest.mark.parametrize("overrides", CONFIGS.values(), ids=CONFIGS.keys())
 def test_lane_array_sums(overrides):
     """S and D of each (slot, lane) over the chunks of two groups == NumPy, the latency the
-    engine's drain relies on, layer 0 sharing slot 0's D."""
+    engine's drain relies on, layer 0 sharing slot 0's D, a padded chunk (`inside` = 0)
+    adding nothing to S or D."""
     cfg = NSMConfig(**overrides)
     M, lanes, P = cfg.parallel_samples, cfg.lanes, cfg.inputs_per_cycle
     rng = np.random.default_rng(SEED)
@@ -85,8 +136,10 @@ def test_lane_array_sums(overrides):
         if layer0:
             z[:, 1:] = z[:, :1]
         xi = rng.integers(0, 2, size=(chunks, M, lanes, P))
+        inside = np.array([1, 0] + [1] * (chunks - 2))       # a padded chunk adds nothing
         signed = np.where(z[:, :, None, :] == 1, w[:, None], -w[:, None])   # (c, M, lanes, P)
-        return (w, z, xi), ((xi * signed).sum(axis=(0, 3)), signed.sum(axis=(0, 3)))
+        signed = signed * inside[:, None, None, None]
+        return (w, z, xi, inside), ((xi * signed).sum(axis=(0, 3)), signed.sum(axis=(0, 3)))
 
     groups = [group(layer0=True), group(layer0=False)]
 
@@ -95,7 +148,8 @@ def test_lane_array_sums(overrides):
             n, c = divmod(t, chunks)
             ctx.set(dut.valid, n < 2)
             if n < 2:
-                w, z, xi = groups[n][0]
+                w, z, xi, inside = groups[n][0]
+                ctx.set(dut.inside, int(inside[c]))
                 ctx.set(dut.first, c == 0)
                 ctx.set(dut.last, c == chunks - 1)
                 ctx.set(dut.layer0, n == 0)
@@ -282,3 +336,124 @@ def test_state_buffers_write_bits_read_chunks(overrides):
                         (layer, c)
 
     run(dut, bench)
+
+
+@pytest.mark.parametrize("overrides", CONV_CONFIGS.values(), ids=CONV_CONFIGS.keys())
+def test_state_buffers_pool_and_read_conv_windows(overrides):
+    """A conv layer's z bits, written in pooled order (the window's first position written, the
+    others merged), come back as the OR of each window; a conv layer reads the P channels
+    h * P + p of any input position, 0 past the channels, from the inputs (layer 0, every slot)
+    and from the pooled states (layer 1)."""
+    from hw.states import StateBuffers
+    cfg = conv_config(overrides)
+    M, P, E = cfg.parallel_samples, cfg.inputs_per_cycle, cfg.epilogue_units
+    rng = np.random.default_rng(SEED)
+    x = rng.integers(0, 2, size=cfg.n_inputs)
+    sh0 = cfg.conv_shape(0)
+    z = rng.integers(0, 2, size=(M, sh0.height, sh0.width, sh0.out_channels))
+    q = sh0.pool
+    pooled = z.reshape(M, sh0.height // q, q, sh0.width // q, q, -1).max(axis=(2, 4))
+    dut = StateBuffers(cfg)
+
+    def expected(l, states, row, col, h):
+        """P bits of channels h * P + p of position (row, col) of layer l's (H, W, C) inputs."""
+        sh = cfg.conv_shape(l)
+        grid = np.asarray(states).reshape(sh.height, sh.width, sh.in_channels)
+        return sum(int(grid[row, col, c]) << (c - h * P)
+                   for c in range(h * P, min((h + 1) * P, sh.in_channels)))
+
+    async def bench(ctx):
+        for addr in range(-(-cfg.n_inputs // 8)):
+            ctx.set(dut.input_wr.en, 1)
+            ctx.set(dut.input_wr.addr, addr)
+            ctx.set(dut.input_wr.data, sum(int(b) << i for i, b in enumerate(x[addr * 8:
+                                                                            addr * 8 + 8])))
+            await ctx.tick()
+        ctx.set(dut.input_wr.en, 0)
+        # Layer 0's results, position by position in pooled order.
+        for n, r in enumerate(golden.pooled_order(cfg, 0)):
+            y, xx = divmod(int(r), sh0.width)
+            state = (y // q * (sh0.width // q) + xx // q) * sh0.out_channels
+            pairs = [(s, o) for s in range(M) for o in range(sh0.out_channels)]
+            for b in range(0, len(pairs), E):
+                ctx.set(dut.results.valid, 1)
+                ctx.set(dut.results.payload.layer, 0)
+                ctx.set(dut.results.payload.merge, n % (q * q) != 0)
+                for e in range(E):
+                    entry = dut.results.payload.entries[e]
+                    ok = b + e < len(pairs)
+                    ctx.set(entry.valid, ok)
+                    if ok:
+                        s, o = pairs[b + e]
+                        ctx.set(entry.slot, s)
+                        ctx.set(entry.state, state + o)
+                        ctx.set(entry.z, int(z[s, y, xx, o]))
+                await ctx.tick()
+        ctx.set(dut.results.valid, 0)
+        reads = [(0, [x] * M), (1, [pooled[s] for s in range(M)])]
+        for l, states in reads[:cfg.n_conv]:
+            sh = cfg.conv_shape(l)
+            ctx.set(dut.issue.layer, l)
+            for row in range(sh.height):
+                for col in range(sh.width):
+                    for h in range(cfg.channel_chunks(l)):
+                        ctx.set(dut.issue.row, row)
+                        ctx.set(dut.issue.col, col)
+                        ctx.set(dut.issue.channel_chunk, h)
+                        await ctx.tick()        # the states come in the cycle after (S1)
+                        assert [ctx.get(dut.z[s]) for s in range(M)] == \
+                            [expected(l, states[s], row, col, h) for s in range(M)], \
+                            (l, row, col, h)
+        # A dense layer after the conv layer reads the pooled states by chunks.
+        if cfg.n_conv == 1:
+            ctx.set(dut.issue.layer, 1)
+            flat = pooled.reshape(M, -1)
+            for c in range(cfg.chunks(1)):
+                ctx.set(dut.issue.chunk, c)
+                await ctx.tick()
+                assert [ctx.get(dut.z[s]) for s in range(M)] == [
+                    sum(int(b) << p for p, b in enumerate(flat[s, c * P:(c + 1) * P]))
+                    for s in range(M)], c
+
+    run(dut, bench)
+
+
+@pytest.mark.parametrize("overrides", CONV_CONFIGS.values(), ids=CONV_CONFIGS.keys())
+def test_epilogue_conv_entries(overrides):
+    """A conv layer's group g at position (y, x): lane k is channel g * lanes + k (valid below
+    C_out), traced as neuron (y * W + x) * C_out + g * lanes + k, its z going to the pooled
+    state (Y * W/q + X) * C_out + g * lanes + k; the beat carries `merge`."""
+    cfg = conv_config(overrides)
+    M, lanes = cfg.parallel_samples, cfg.lanes
+    sh = cfg.conv_shape(0)
+    g = cfg.groups(0) - 1                  # the last group: lanes past C_out invalid
+    y, x = sh.height - 1, 1                # a window's last row, not its first position
+    neuron_base = (y * sh.width + x) * sh.out_channels + g * lanes
+    state_base = (y // sh.pool * (sh.width // sh.pool) + x // sh.pool) * sh.out_channels \
+        + g * lanes
+    merge = (y % sh.pool, x % sh.pool) != (0, 0)
+    dut = Epilogue(cfg)
+    got, merges = {}, set()
+
+    async def bench(ctx):
+        ctx.set(dut.tag.layer, 0)
+        ctx.set(dut.tag.channel_base, g * lanes)
+        ctx.set(dut.tag.neuron_base, neuron_base)
+        ctx.set(dut.tag.state_base, state_base)
+        ctx.set(dut.tag.merge, merge)
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        for _ in range(cfg.epilogue_beats + Epilogue.LATENCY + 3):
+            if ctx.get(dut.out.valid):
+                merges.add(int(ctx.get(dut.out.payload.merge)))
+                for e in ctx.get(dut.out.payload.entries):
+                    if e.valid:
+                        got[(int(e.slot), int(e.neuron))] = int(e.state)
+            await ctx.tick()
+
+    run(dut, bench)
+    channels = range(g * lanes, min((g + 1) * lanes, sh.out_channels))
+    assert got == {(s, neuron_base + o - g * lanes): state_base + o - g * lanes
+                   for s in range(M) for o in channels if s < cfg.samples}
+    assert merges == {int(merge)}
