@@ -1,7 +1,7 @@
 """The one scoreboard of the testbenches: expected values come from the golden model.
 
 It compares, with ==, every neuron's u and z of every layer for every sample (from the trace
-stream), and every image's scores, votes and class (from the result). A mismatch raises at once,
+stream; a conv layer's before pooling, neuron (y * W + x) * C_out + o), and every image's scores, votes and class (from the result). A mismatch raises at once,
 naming the image, sample, layer, neuron and the seed that replays the run.
 """
 
@@ -124,7 +124,7 @@ class Scoreboard:
                 continue
             k, i = entry["sample"], entry["neuron"]
             if not (0 <= image < len(self.inputs) and k < cfg.samples and l < cfg.n_layers
-                    and i < cfg.fan_out(l)):
+                    and i < cfg.positions(l) * cfg.fan_out(l)):
                 raise Mismatch(f"trace out of range: sample {k}, layer {l}, neuron {i} "
                                f"({self._where(image)})")
             key = (image, k, l, i)
@@ -137,7 +137,9 @@ class Scoreboard:
                                + self._where(image, sample=k, layer=l, neuron=i))
             self.counts["u"] += 1
             if hidden:
-                exp_z = _z_bit(self.expected.z[l][image, k, i])
+                # A conv layer traces z before pooling (its golden z are the pooled states).
+                exp_z = int(exp_u >= 0) if cfg.is_conv(l) else \
+                    _z_bit(self.expected.z[l][image, k, i])
                 if entry["z"] != exp_z:
                     raise Mismatch(f"z bit = {entry['z']}, golden {exp_z} at "
                                    + self._where(image, sample=k, layer=l, neuron=i))
@@ -148,7 +150,8 @@ class Scoreboard:
         """Every neuron state of every sample and layer of `image` was traced exactly once."""
         cfg = self.config
         missing = [(k, l, i) for k in range(cfg.samples) for l in range(cfg.n_layers)
-                   for i in range(cfg.fan_out(l)) if (image, k, l, i) not in self._seen]
+                   for i in range(cfg.positions(l) * cfg.fan_out(l))
+                   if (image, k, l, i) not in self._seen]
         if missing:
             k, l, i = missing[0]
             raise Mismatch(f"{len(missing)} neuron states missing from the trace, first: "

@@ -24,6 +24,10 @@ ENGINE_CONFIGS = [
     # P and M that divide neither the layer sizes nor K: chunks, slots past K, shared epilogue.
     NSMConfig(layer_sizes=(10, 7, 5, 4), lanes=3, inputs_per_cycle=3, parallel_samples=2,
               samples=5, lfsr_layout="wide", p_bits=2, p_keep=3, name="lanes3-P3-M2-K5-wide"),
+    # A conv layer: padded taps, channel chunks, 2x2 pooling (traced before pooling).
+    NSMConfig(layer_sizes=(32, 12, 5, 3), lanes=2, inputs_per_cycle=2, parallel_samples=2,
+              samples=3, conv_layers=((3, 3, 2),), input_shape=(4, 4, 2),
+              name="conv-4x4x2-3c3p2-lanes2-P2-M2-K3"),
 ]
 # Behind `-m slow`: each build costs a minute or more on 2 cores.
 SLOW_CONFIGS = [
