@@ -17,11 +17,15 @@ CORE_CONFIGS = [
     NSMConfig(layer_sizes=(12, 7, 3), lanes=4, samples=2, name="small"),
     NSMConfig(layer_sizes=(10, 9, 5, 4), lanes=3, weight_bits=5, noise="input", p_bits=3,
               p_keep=5, samples=1, name="input-noise-K1"),
+    # A conv layer (padded taps, channel chunks, 2x2 pooling) through the UART.
+    NSMConfig(layer_sizes=(32, 12, 5, 3), lanes=2, inputs_per_cycle=2, samples=2,
+              conv_layers=((3, 3, 2),), input_shape=(4, 4, 2), name="conv-4x4x2-3c3p2-P2-K2"),
 ]
-# In CI: the first (a Verilator build each costs minutes on 2 cores); the engine benches cover
-# input noise and p != 1/2 at every suite run (tests/test_sim_engine.py). `-m slow` runs all.
-CORE_PARAMS = [CORE_CONFIGS[0]] + [pytest.param(c, marks=pytest.mark.slow)
-                                   for c in CORE_CONFIGS[1:]]
+# In CI: the first and the conv one (a Verilator build each costs half a minute to minutes on
+# 2 cores); the engine benches cover input noise and p != 1/2 at every suite run
+# (tests/test_sim_engine.py). `-m slow` runs all.
+CORE_PARAMS = [c if c.name in ("small", "conv-4x4x2-3c3p2-P2-K2")
+               else pytest.param(c, marks=pytest.mark.slow) for c in CORE_CONFIGS]
 
 
 def _ids(c):
