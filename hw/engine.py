@@ -116,6 +116,9 @@ class NSMEngine(wiring.Component):
         m.submodules.lanes = lane_array = LaneArray(cfg, GroupTag(cfg))
         m.d.comb += lane_array.z.eq(states.z)
         s1_hidden = s1.layer != out_layer
+        # Every compute cycle of a hidden layer steps the generators, conv positions included.
+        # save/restore act in per-input noise only (LFSRBank), whose layers are dense: one
+        # position, so `first` is the group's first chunk.
         m.d.comb += [noise.advance.eq(s1.valid & s1_hidden),
                      noise.save.eq(s1.valid & s1.first & s1.first_group),
                      noise.restore.eq(s1.valid & s1.first & ~s1.first_group)]

@@ -16,6 +16,8 @@ reads the input buffer). After the last pass it waits for the last logits and vo
 pulses `finish`.
 """
 
+from typing import NamedTuple
+
 from amaranth.hdl import Array, Const, Module, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
@@ -24,25 +26,37 @@ from model.config import NSMConfig
 
 from .interfaces import neuron_range, state_range
 
-__all__ = ["Sequencer", "IssueLayout", "geometry"]
+__all__ = ["Sequencer", "IssueLayout", "Geometry", "geometry"]
 
 
-def geometry(config: NSMConfig, layer: int):
-    """(height, width, in_channels, kernel, pool, channel_chunks) of a layer's inputs; a dense
-    layer is one position of a 1x1 kernel whose channel chunks are its chunks."""
+class Geometry(NamedTuple):
+    height: int
+    width: int
+    channels: int
+    kernel: int
+    pool: int
+    channel_chunks: int
+
+
+def geometry(config: NSMConfig, layer: int) -> Geometry:
+    """What the schedule walks in a layer: its input's (height, width, channels), kernel, pool
+    and channel chunks; a dense layer is one position of a 1x1 kernel whose channel chunks are
+    its chunks."""
     if config.is_conv(layer):
         s = config.conv_shape(layer)
-        return s.height, s.width, s.in_channels, s.kernel, s.pool, config.channel_chunks(layer)
-    return 1, 1, config.fan_in(layer), 1, 1, config.chunks(layer)
+        return Geometry(s.height, s.width, s.in_channels, s.kernel, s.pool,
+                        config.channel_chunks(layer))
+    return Geometry(1, 1, config.fan_in(layer), 1, 1, config.chunks(layer))
 
 
-def _span(config: NSMConfig, index: int) -> int:
-    return max(geometry(config, l)[index] for l in range(config.n_layers))
+def _span(config: NSMConfig, field: str) -> int:
+    """The largest `field` of the layers' geometries (what a counter of it must hold)."""
+    return max(getattr(geometry(config, l), field) for l in range(config.n_layers))
 
 
 def IssueLayout(config: NSMConfig) -> data.StructLayout:
     n_layers = config.n_layers
-    pad = _span(config, 3) // 2
+    pad = _span(config, "kernel") // 2
     return data.StructLayout({
         "valid": 1,
         "first": 1,             # first chunk of a position
@@ -57,9 +71,9 @@ def IssueLayout(config: NSMConfig) -> data.StructLayout:
         "state_base": state_range(config),        # state index of lane 0
         "merge": 1,                               # not the pooling window's first position
         # The input position the chunk reads (conv; may lie in the padding) and its channels.
-        "row": range(-pad, _span(config, 0) + pad),
-        "col": range(-pad, _span(config, 1) + pad),
-        "channel_chunk": range(max(_span(config, 5), 2)),
+        "row": range(-pad, _span(config, "height") + pad),
+        "col": range(-pad, _span(config, "width") + pad),
+        "channel_chunk": range(max(_span(config, "channel_chunks"), 2)),
         "inside": 1,                              # 0: a padded tap, its terms add nothing
         "sample_base": range(max(config.passes * config.parallel_samples, 2)),
         "pass_end": 1,          # the last group of the output layer
@@ -153,6 +167,12 @@ class Sequencer(wiring.Component):
         dense: one position of one tap). Returns whether this is the layer's last position."""
         cfg = self._config
         issue = self.issue
+        if not cfg.n_conv:
+            # Dense layers only: one position, no padding, nothing pooled.
+            m.d.comb += [issue.inside.eq(1), issue.neuron_base.eq(issue.channel_base),
+                         issue.state_base.eq(issue.channel_base),
+                         issue.channel_chunk.eq(issue.chunk)]
+            return 1
         layers = range(cfg.n_layers)
         heights, widths, _, kernels, pools, channel_chunks = zip(
             *(geometry(cfg, l) for l in layers))
@@ -163,10 +183,10 @@ class Sequencer(wiring.Component):
 
         height, width, pad = table(heights), table(widths), table(k // 2 for k in kernels)
         # Output position (y, x) = (q * Y + dy, q * X + dx); pooled order runs dx, dy, X, Y.
-        y, x = Signal(range(_span(cfg, 0))), Signal(range(_span(cfg, 1)))
-        dy, dx = Signal(range(_span(cfg, 4))), Signal(range(_span(cfg, 4)))
+        y, x = Signal(range(_span(cfg, "height"))), Signal(range(_span(cfg, "width")))
+        dy, dx = Signal(range(_span(cfg, "pool"))), Signal(range(_span(cfg, "pool")))
         # Kernel tap (ty, tx) and channel chunk h of the chunk.
-        ty, tx = Signal(range(_span(cfg, 3))), Signal(range(_span(cfg, 3)))
+        ty, tx = Signal(range(_span(cfg, "kernel"))), Signal(range(_span(cfg, "kernel")))
         h = issue.channel_chunk
         # Position-major bases: (y * W + x) * C_out of the neuron, (Y * W/q + X) * C_out of the
         # pooled state.
