@@ -57,6 +57,9 @@ CONV_CONFIGS = {
         p_keep=3, lfsr_width=13),
     "4x4x3-5c3p2-4-l3-P1-M1-K2": dict(
         input_shape=(4, 4, 3), conv_layers=((5, 3, 2),), dense=(4,), lanes=3, samples=2),
+    "4x4x1-2c3p2-3c3p2-4-l2-P2-M1-K2": dict(
+        input_shape=(4, 4, 1), conv_layers=((2, 3, 2), (3, 3, 2)), dense=(4,), lanes=2,
+        inputs_per_cycle=2, samples=2),
     "5x5x1-2c5p1-3c1p1-4-l4-P1-M2-K3-wide": dict(
         input_shape=(5, 5, 1), conv_layers=((2, 5, 1), (3, 1, 1)), dense=(4,), lanes=4,
         parallel_samples=2, samples=3, lfsr_layout="wide"),
@@ -202,6 +205,7 @@ def check_against_golden(cfg: NSMConfig, seed: int):
         assert run["scores"] == expected.scores[n].tolist(), f"scores, image {n}, {where}"
         assert run["votes"] == expected.votes[n].tolist(), f"votes, image {n}, {where}"
         assert run["cls"] == expected.cls[n], f"class, image {n}, {where}"
+        assert run["cycles"] == NSMEngine.cycles_per_inference(cfg), f"cycles, {where}"
     assert states == list(expected.final_states), f"final LFSR states, {where}"
 
 
@@ -263,6 +267,15 @@ def test_full_size_cycles_and_utilization(name):
     assert runs[0]["scores"] == expected.scores[0].tolist(), f"scores, seed {seed}"
     assert runs[0]["votes"] == expected.votes[0].tolist(), f"votes, seed {seed}"
     assert states == list(expected.final_states), f"final LFSR states, seed {seed}"
+
+
+def test_digits_conv_network():
+    """The digits conv network 8x8x4-8c3p2-16c3p2-64-10 (lanes 4, K = 2) in the simulator:
+    every traced value, the results and the LFSR states == golden, cycles == formula (about
+    ten seconds)."""
+    check_against_golden(conv_config(dict(input_shape=(8, 8, 4),
+                                          conv_layers=((8, 3, 2), (16, 3, 2)),
+                                          dense=(64, 10), lanes=4, samples=2)), seed=8)
 
 
 @pytest.mark.parametrize("overrides", [
