@@ -75,6 +75,10 @@ def IssueLayout(config: NSMConfig) -> data.StructLayout:
         "col": range(-pad, _span(config, "width") + pad),
         "channel_chunk": range(max(_span(config, "channel_chunks"), 2)),
         "inside": 1,                              # 0: a padded tap, its terms add nothing
+        # The index of the chunk's first input state (position-major; any value in the
+        # padding): what a state memory of one bit a word is addressed by.
+        "state_addr": range(max(max(config.layer_sizes[l], config.chunks(l) * config.inputs_per_cycle)
+                                for l in range(n_layers))),
         "sample_base": range(max(config.passes * config.parallel_samples, 2)),
         "pass_end": 1,          # the last group of the output layer
     })
@@ -168,15 +172,21 @@ class Sequencer(wiring.Component):
         cfg = self._config
         issue = self.issue
         if not cfg.n_conv:
-            # Dense layers only: one position, no padding, nothing pooled.
+            # Dense layers only: one position, no padding, nothing pooled; chunk c reads the
+            # states from c * P on.
             m.d.comb += [issue.inside.eq(1), issue.neuron_base.eq(issue.channel_base),
                          issue.state_base.eq(issue.channel_base),
                          issue.channel_chunk.eq(issue.chunk)]
+            with m.If(is_last | ~issue.valid):
+                m.d.sync += issue.state_addr.eq(0)
+            with m.Else():
+                m.d.sync += issue.state_addr.eq(issue.state_addr + cfg.inputs_per_cycle)
             return 1
         layers = range(cfg.n_layers)
-        heights, widths, _, kernels, pools, channel_chunks = zip(
+        heights, widths, c_ins, kernels, pools, channel_chunks = zip(
             *(geometry(cfg, l) for l in layers))
         c_outs = [cfg.fan_out(l) for l in layers]
+        P = cfg.inputs_per_cycle
 
         def table(values):
             return Array(Const(v) for v in values)[issue.layer]
@@ -191,6 +201,13 @@ class Sequencer(wiring.Component):
         # Position-major bases: (y * W + x) * C_out of the neuron, (Y * W/q + X) * C_out of the
         # pooled state.
         prepool, pooled = Signal.like(issue.neuron_base), Signal.like(issue.state_base)
+        # And of the input states read: (y * W + x) * C_in of the position, (ty * W + tx) * C_in
+        # + h * P of the tap; the chunk reads from their sum less the padding's offset on.
+        origin = Signal.like(issue.state_addr)
+        tap = Signal(range(max((k - 1) * (w + 1) * c + (cc - 1) * P + 1 for w, c, k, cc in
+                               zip(widths, c_ins, kernels, channel_chunks))))
+        pad_offset = table(k // 2 * (w + 1) * c for k, w, c in zip(kernels, widths, c_ins))
+        m.d.comb += issue.state_addr.eq(origin + tap - pad_offset)
         m.d.comb += [issue.row.eq(y + ty - pad), issue.col.eq(x + tx - pad),
                      issue.inside.eq((issue.row >= 0) & (issue.row < height)
                                      & (issue.col >= 0) & (issue.col < width)),
@@ -200,32 +217,43 @@ class Sequencer(wiring.Component):
 
         # Taps: channel chunks h, then tx, then ty; every position starts at tap 0.
         last_h, last_t = table(cc - 1 for cc in channel_chunks), table(k - 1 for k in kernels)
+        next_tx = table(c - (cc - 1) * P for c, cc in zip(c_ins, channel_chunks))
+        next_ty = table((w - k + 1) * c - (cc - 1) * P
+                        for w, k, c, cc in zip(widths, kernels, c_ins, channel_chunks))
         with m.If(is_last | ~issue.valid):
-            m.d.sync += [h.eq(0), tx.eq(0), ty.eq(0)]
+            m.d.sync += [h.eq(0), tx.eq(0), ty.eq(0), tap.eq(0)]
         with m.Elif(h != last_h):
-            m.d.sync += h.eq(h + 1)
+            m.d.sync += [h.eq(h + 1), tap.eq(tap + P)]
         with m.Elif(tx != last_t):
-            m.d.sync += [h.eq(0), tx.eq(tx + 1)]
+            m.d.sync += [h.eq(0), tx.eq(tx + 1), tap.eq(tap + next_tx)]
         with m.Else():
-            m.d.sync += [h.eq(0), tx.eq(0), ty.eq(ty + 1)]
+            m.d.sync += [h.eq(0), tx.eq(0), ty.eq(ty + 1), tap.eq(tap + next_ty)]
 
         # Positions, in pooled order, after each position's last chunk.
         last_q, c_out = table(q - 1 for q in pools), table(c_outs)
-        # The prepool steps: to the window's next row, to the next window of the same rows.
-        next_row = table((w - q + 1) * c for w, q, c in zip(widths, pools, c_outs))
-        next_window = table((1 - (q - 1) * w) * c for w, q, c in zip(widths, pools, c_outs))
+        # The position-major bases (channels c per position) step by one position, to the
+        # window's next row, or to the next window of the same rows.
+        def steps(channels):
+            return (table(channels), table((w - q + 1) * c for w, q, c in
+                                           zip(widths, pools, channels)),
+                    table((1 - (q - 1) * w) * c for w, q, c in zip(widths, pools, channels)))
+
+        bases = ((prepool, *steps(c_outs)), (origin, *steps(c_ins)))
         last_position = (y == height - 1) & (x == width - 1)
         with m.If(~issue.valid | (is_last & last_position)):
-            m.d.sync += [y.eq(0), x.eq(0), dy.eq(0), dx.eq(0), prepool.eq(0), pooled.eq(0)]
+            m.d.sync += [y.eq(0), x.eq(0), dy.eq(0), dx.eq(0), prepool.eq(0), pooled.eq(0),
+                         origin.eq(0)]
         with m.Elif(is_last & (dx != last_q)):
-            m.d.sync += [dx.eq(dx + 1), x.eq(x + 1), prepool.eq(prepool + c_out)]
+            m.d.sync += [dx.eq(dx + 1), x.eq(x + 1)]
+            m.d.sync += [b.eq(b + one) for b, one, _, _ in bases]
         with m.Elif(is_last & (dy != last_q)):
-            m.d.sync += [dx.eq(0), dy.eq(dy + 1), x.eq(x - last_q), y.eq(y + 1),
-                         prepool.eq(prepool + next_row)]
+            m.d.sync += [dx.eq(0), dy.eq(dy + 1), x.eq(x - last_q), y.eq(y + 1)]
+            m.d.sync += [b.eq(b + row) for b, _, row, _ in bases]
         with m.Elif(is_last & (x != width - 1)):
             m.d.sync += [dx.eq(0), dy.eq(0), x.eq(x + 1), y.eq(y - last_q),
-                         prepool.eq(prepool + next_window), pooled.eq(pooled + c_out)]
-        with m.Elif(is_last):
-            m.d.sync += [dx.eq(0), dy.eq(0), x.eq(0), y.eq(y + 1), prepool.eq(prepool + c_out),
                          pooled.eq(pooled + c_out)]
+            m.d.sync += [b.eq(b + window) for b, _, _, window in bases]
+        with m.Elif(is_last):
+            m.d.sync += [dx.eq(0), dy.eq(0), x.eq(0), y.eq(y + 1), pooled.eq(pooled + c_out)]
+            m.d.sync += [b.eq(b + one) for b, one, _, _ in bases]
         return last_position

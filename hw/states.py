@@ -10,12 +10,13 @@ position (row, col), zero past the input channels (their weights are zero too) a
 the padding (the lane array masks those terms).
 
 Two forms, chosen by the configuration (`StateBuffers.uses_memories`):
-- dense layers only, P = 1 and one epilogue unit: one state read and at most one written per
-  cycle and slot, the form block RAM serves: the inputs in a memory of bytes, each hidden
-  buffer a memory of 1-bit words (what keeps the iCE40 UP5K's logic cells for the datapath);
+- P = 1 and one epilogue unit: one state read and at most one written per cycle and slot, the
+  form block RAM serves: the inputs in a memory of bytes, each hidden buffer a memory of
+  1-bit words (what keeps the iCE40 UP5K's logic cells for the datapath), addressed by the
+  sequencer's `state_addr` (a conv layer's too: a counter, no multiply);
 - otherwise register vectors: the epilogue writes E single bits a cycle (any slot), the lanes
   read P bits at any multiple of P, and a conv layer reads P bits of any position and channel
-  chunk, which no block-RAM width or address without a multiply serves.
+  chunk, which no block-RAM width serves.
 """
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
@@ -50,8 +51,7 @@ class StateBuffers(wiring.Component):
 
     @staticmethod
     def uses_memories(config: NSMConfig) -> bool:
-        return config.n_conv == 0 and config.inputs_per_cycle == 1 \
-            and config.epilogue_units == 1
+        return config.inputs_per_cycle == 1 and config.epilogue_units == 1
 
     def elaborate(self, platform):
         if self.uses_memories(self._config):
@@ -119,18 +119,18 @@ class StateBuffers(wiring.Component):
         cfg = self._config
         m = Module()
         M, out_layer = cfg.parallel_samples, cfg.n_layers - 1
-        chunk = self.issue.chunk
+        addr = self.issue.state_addr
         layer, bit = Signal.like(self.issue.layer), Signal(3)
-        m.d.sync += [layer.eq(self.issue.layer), bit.eq(chunk[:3])]
+        m.d.sync += [layer.eq(self.issue.layer), bit.eq(addr[:3])]
 
         # Input states, by bytes; state j is bit j % 8 of byte j // 8.
         m.submodules.inputs = inputs = Memory(shape=8, depth=-(-cfg.n_inputs // 8), init=[])
         in_write, in_read = inputs.write_port(), inputs.read_port(domain="sync")
         m.d.comb += [in_write.en.eq(self.input_wr.en), in_write.addr.eq(self.input_wr.addr),
-                     in_write.data.eq(self.input_wr.data), in_read.addr.eq(chunk >> 3)]
+                     in_write.data.eq(self.input_wr.data), in_read.addr.eq(addr >> 3)]
 
-        # Hidden states, one bit a word, per slot and ping-pong buffer.
-        depth = max(cfg.fan_out(l) for l in cfg.hidden_layers)
+        # Hidden states, one bit a word, per slot and ping-pong buffer; a merge writes 1s only.
+        depth = max(cfg.layer_sizes[l + 1] for l in cfg.hidden_layers)
         entry, beat = self.results.payload.entries[0], self.results
         for s in range(M):
             reads = []
@@ -140,9 +140,10 @@ class StateBuffers(wiring.Component):
                 write, read = mem.write_port(), mem.read_port(domain="sync")
                 m.d.comb += [write.en.eq(beat.valid & (beat.payload.layer != out_layer)
                                          & (beat.payload.layer[0] == n) & entry.valid
-                                         & (entry.slot == s)),
+                                         & (entry.slot == s)
+                                         & (entry.z | ~beat.payload.merge)),
                              write.addr.eq(entry.state), write.data.eq(entry.z),
-                             read.addr.eq(chunk)]
+                             read.addr.eq(addr)]
                 reads.append(read.data)
             hidden = Mux(layer[0], reads[0], reads[1])
             m.d.comb += self.z[s].eq(Mux(layer == 0, in_read.data.bit_select(bit, 1), hidden))

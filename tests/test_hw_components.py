@@ -3,12 +3,13 @@ epilogue, scores (hw/sequencer.py, hw/lanes.py, hw/epilogue.py, hw/scores.py).""
 
 import numpy as np
 import pytest
+from amaranth.hdl import Shape
 from amaranth.sim import Simulator
 
 from hw.epilogue import Epilogue, GroupTag
 from hw.lanes import LaneArray
 from hw.scores import Scores
-from hw.sequencer import Sequencer
+from hw.sequencer import IssueLayout, Sequencer
 from model import golden
 from model.config import NSMConfig, conv_layer_sizes
 from model.fixed import shr_floor
@@ -51,7 +52,8 @@ def conv_config(overrides) -> NSMConfig:
 def schedule(cfg: NSMConfig):
     """The contract's compute cycles in order, as the issue fields (layer, chunk, w_addr,
     p_addr, channel_base, neuron_base, state_base, merge, row, col, channel_chunk, inside,
-    sample_base)."""
+    sample_base, state_addr); state_addr modulo 2**width, as it wraps in the padding."""
+    wrap = (1 << Shape.cast(IssueLayout(cfg)["state_addr"].shape).width) - 1
     want = []
     for q in range(cfg.passes):
         for l in range(cfg.n_layers):
@@ -63,8 +65,10 @@ def schedule(cfg: NSMConfig):
                              for n, r in enumerate(order)]
                 width, cc, k, pad, pool = sh.width, cfg.channel_chunks(l), sh.kernel, sh.pad, \
                     sh.pool
+                c_in = sh.in_channels
             else:
                 positions, width, cc, k, pad, pool = [((0, 0), False)], 1, chunks, 1, 0, 1
+                c_in = cfg.fan_in(l)
             for g in range(cfg.groups(l)):
                 for (y, x), merge in positions:
                     pooled = (y // pool * (width // pool) + x // pool) * cfg.fan_out(l)
@@ -77,7 +81,9 @@ def schedule(cfg: NSMConfig):
                         want.append((l, c, w + g * chunks + c, cfg.param_base(l) + g,
                                      g * cfg.lanes, (y * width + x) * cfg.fan_out(l)
                                      + g * cfg.lanes, pooled + g * cfg.lanes, int(merge),
-                                     row, col, h, int(inside), q * cfg.parallel_samples))
+                                     row, col, h, int(inside), q * cfg.parallel_samples,
+                                     ((row * width + col) * c_in + h * cfg.inputs_per_cycle)
+                                     & wrap))
     return want
 
 
@@ -104,7 +110,7 @@ def test_sequencer_issues_the_schedule(overrides):
                 got.append(tuple(int(getattr(i, f)) for f in (
                     "layer", "chunk", "w_addr", "p_addr", "channel_base", "neuron_base",
                     "state_base", "merge", "row", "col", "channel_chunk", "inside",
-                    "sample_base")))
+                    "sample_base", "state_addr")))
             else:
                 idle.append(t)
             if ctx.get(dut.finish):
@@ -331,6 +337,7 @@ def test_state_buffers_write_bits_read_chunks(overrides):
                 ctx.set(dut.issue.layer, layer)
                 for c in range(len(want[0])):
                     ctx.set(dut.issue.chunk, c)
+                    ctx.set(dut.issue.state_addr, c * P)
                     await ctx.tick()        # the states come in the cycle after (S1)
                     assert [ctx.get(dut.z[s]) for s in range(M)] == [w[c] for w in want], \
                         (layer, c)
@@ -400,6 +407,8 @@ def test_state_buffers_pool_and_read_conv_windows(overrides):
                         ctx.set(dut.issue.row, row)
                         ctx.set(dut.issue.col, col)
                         ctx.set(dut.issue.channel_chunk, h)
+                        ctx.set(dut.issue.state_addr,
+                                (row * sh.width + col) * sh.in_channels + h * P)
                         await ctx.tick()        # the states come in the cycle after (S1)
                         assert [ctx.get(dut.z[s]) for s in range(M)] == \
                             [expected(l, states[s], row, col, h) for s in range(M)], \
@@ -410,6 +419,7 @@ def test_state_buffers_pool_and_read_conv_windows(overrides):
             flat = pooled.reshape(M, -1)
             for c in range(cfg.chunks(1)):
                 ctx.set(dut.issue.chunk, c)
+                ctx.set(dut.issue.state_addr, c * P)
                 await ctx.tick()
                 assert [ctx.get(dut.z[s]) for s in range(M)] == [
                     sum(int(b) << p for p, b in enumerate(flat[s, c * P:(c + 1) * P]))
