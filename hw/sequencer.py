@@ -177,10 +177,13 @@ class Sequencer(wiring.Component):
             m.d.comb += [issue.inside.eq(1), issue.neuron_base.eq(issue.channel_base),
                          issue.state_base.eq(issue.channel_base),
                          issue.channel_chunk.eq(issue.chunk)]
-            with m.If(is_last | ~issue.valid):
-                m.d.sync += issue.state_addr.eq(0)
-            with m.Else():
-                m.d.sync += issue.state_addr.eq(issue.state_addr + cfg.inputs_per_cycle)
+            if cfg.inputs_per_cycle == 1:
+                m.d.comb += issue.state_addr.eq(issue.chunk)
+            else:
+                with m.If(is_last | ~issue.valid):
+                    m.d.sync += issue.state_addr.eq(0)
+                with m.Else():
+                    m.d.sync += issue.state_addr.eq(issue.state_addr + cfg.inputs_per_cycle)
             return 1
         layers = range(cfg.n_layers)
         heights, widths, c_ins, kernels, pools, channel_chunks = zip(
