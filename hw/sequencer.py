@@ -172,76 +172,50 @@ class Sequencer(wiring.Component):
         cfg = self._config
         issue = self.issue
         if not cfg.n_conv:
-            # Dense layers only: one position, no padding, nothing pooled; chunk c reads the
-            # states from c * P on.
-            m.d.comb += [issue.inside.eq(1), issue.neuron_base.eq(issue.channel_base),
-                         issue.state_base.eq(issue.channel_base),
-                         issue.channel_chunk.eq(issue.chunk)]
-            if cfg.inputs_per_cycle == 1:
-                m.d.comb += issue.state_addr.eq(issue.chunk)
-            else:
-                with m.If(is_last | ~issue.valid):
-                    m.d.sync += issue.state_addr.eq(0)
-                with m.Else():
-                    m.d.sync += issue.state_addr.eq(issue.state_addr + cfg.inputs_per_cycle)
-            return 1
-        layers = range(cfg.n_layers)
-        heights, widths, c_ins, kernels, pools, channel_chunks = zip(
-            *(geometry(cfg, l) for l in layers))
-        c_outs = [cfg.fan_out(l) for l in layers]
+            return self._dense_position(m, is_last)
+        geo = [geometry(cfg, l) for l in range(cfg.n_layers)]
         P = cfg.inputs_per_cycle
 
-        def table(values):
-            return Array(Const(v) for v in values)[issue.layer]
+        def table(f):
+            """Per-layer constant f(geometry, C_out), selected by the issued layer."""
+            return Array(Const(f(g, cfg.fan_out(l))) for l, g in enumerate(geo))[issue.layer]
 
-        height, width, pad = table(heights), table(widths), table(k // 2 for k in kernels)
         # Output position (y, x) = (q * Y + dy, q * X + dx); pooled order runs dx, dy, X, Y.
         y, x = Signal(range(_span(cfg, "height"))), Signal(range(_span(cfg, "width")))
         dy, dx = Signal(range(_span(cfg, "pool"))), Signal(range(_span(cfg, "pool")))
-        # Kernel tap (ty, tx) and channel chunk h of the chunk.
+        # Kernel tap (ty, tx) of the chunk.
         ty, tx = Signal(range(_span(cfg, "kernel"))), Signal(range(_span(cfg, "kernel")))
-        h = issue.channel_chunk
         # Position-major bases: (y * W + x) * C_out of the neuron, (Y * W/q + X) * C_out of the
-        # pooled state.
+        # pooled state, (y * W + x) * C_in of the input states.
         prepool, pooled = Signal.like(issue.neuron_base), Signal.like(issue.state_base)
-        # And of the input states read: (y * W + x) * C_in of the position, (ty * W + tx) * C_in
-        # + h * P of the tap; the chunk reads from their sum less the padding's offset on.
         origin = Signal.like(issue.state_addr)
-        tap = Signal(range(max((k - 1) * (w + 1) * c + (cc - 1) * P + 1 for w, c, k, cc in
-                               zip(widths, c_ins, kernels, channel_chunks))))
-        pad_offset = table(k // 2 * (w + 1) * c for k, w, c in zip(kernels, widths, c_ins))
-        m.d.comb += issue.state_addr.eq(origin + tap - pad_offset)
-        m.d.comb += [issue.row.eq(y + ty - pad), issue.col.eq(x + tx - pad),
-                     issue.inside.eq((issue.row >= 0) & (issue.row < height)
-                                     & (issue.col >= 0) & (issue.col < width)),
-                     issue.neuron_base.eq(prepool + issue.channel_base),
-                     issue.state_base.eq(pooled + issue.channel_base),
-                     issue.merge.eq((dy != 0) | (dx != 0))]
+        # (ty * W + tx) * C_in + h * P: the chunk reads from origin + tap less the padding's
+        # offset on.
+        tap = Signal(range(max((g.kernel - 1) * (g.width + 1) * g.channels
+                               + (g.channel_chunks - 1) * P + 1 for g in geo)))
+        pad = table(lambda g, c: g.kernel // 2)
+        height, width = table(lambda g, c: g.height), table(lambda g, c: g.width)
+        m.d.comb += [
+            issue.row.eq(y + ty - pad), issue.col.eq(x + tx - pad),
+            issue.inside.eq((issue.row >= 0) & (issue.row < height)
+                            & (issue.col >= 0) & (issue.col < width)),
+            issue.state_addr.eq(origin + tap
+                                - table(lambda g, c: g.kernel // 2 * (g.width + 1) * g.channels)),
+            issue.neuron_base.eq(prepool + issue.channel_base),
+            issue.state_base.eq(pooled + issue.channel_base),
+            issue.merge.eq((dy != 0) | (dx != 0))]
+        self._taps(m, is_last, table, ty, tx, tap)
 
-        # Taps: channel chunks h, then tx, then ty; every position starts at tap 0.
-        last_h, last_t = table(cc - 1 for cc in channel_chunks), table(k - 1 for k in kernels)
-        next_tx = table(c - (cc - 1) * P for c, cc in zip(c_ins, channel_chunks))
-        next_ty = table((w - k + 1) * c - (cc - 1) * P
-                        for w, k, c, cc in zip(widths, kernels, c_ins, channel_chunks))
-        with m.If(is_last | ~issue.valid):
-            m.d.sync += [h.eq(0), tx.eq(0), ty.eq(0), tap.eq(0)]
-        with m.Elif(h != last_h):
-            m.d.sync += [h.eq(h + 1), tap.eq(tap + P)]
-        with m.Elif(tx != last_t):
-            m.d.sync += [h.eq(0), tx.eq(tx + 1), tap.eq(tap + next_tx)]
-        with m.Else():
-            m.d.sync += [h.eq(0), tx.eq(0), ty.eq(ty + 1), tap.eq(tap + next_ty)]
+        # Positions, in pooled order, after each position's last chunk. The position-major
+        # bases (ch channels per position) step by one position, to the window's next row, or
+        # to the next window of the same rows.
+        def steps(ch):
+            return (table(lambda g, c: ch(g, c)),
+                    table(lambda g, c: (g.width - g.pool + 1) * ch(g, c)),
+                    table(lambda g, c: (1 - (g.pool - 1) * g.width) * ch(g, c)))
 
-        # Positions, in pooled order, after each position's last chunk.
-        last_q, c_out = table(q - 1 for q in pools), table(c_outs)
-        # The position-major bases (channels c per position) step by one position, to the
-        # window's next row, or to the next window of the same rows.
-        def steps(channels):
-            return (table(channels), table((w - q + 1) * c for w, q, c in
-                                           zip(widths, pools, channels)),
-                    table((1 - (q - 1) * w) * c for w, q, c in zip(widths, pools, channels)))
-
-        bases = ((prepool, *steps(c_outs)), (origin, *steps(c_ins)))
+        bases = ((prepool, *steps(lambda g, c: c)), (origin, *steps(lambda g, c: g.channels)))
+        last_q, c_out = table(lambda g, c: g.pool - 1), table(lambda g, c: c)
         last_position = (y == height - 1) & (x == width - 1)
         with m.If(~issue.valid | (is_last & last_position)):
             m.d.sync += [y.eq(0), x.eq(0), dy.eq(0), dx.eq(0), prepool.eq(0), pooled.eq(0),
@@ -260,3 +234,36 @@ class Sequencer(wiring.Component):
             m.d.sync += [dx.eq(0), dy.eq(0), x.eq(0), y.eq(y + 1), pooled.eq(pooled + c_out)]
             m.d.sync += [b.eq(b + one) for b, one, _, _ in bases]
         return last_position
+
+    def _taps(self, m, is_last, table, ty, tx, tap):
+        """Channel chunks h, then tx, then ty; every position starts at tap 0. `tap` follows
+        (ty * W + tx) * C_in + h * P."""
+        h, P = self.issue.channel_chunk, self._config.inputs_per_cycle
+        last_h = table(lambda g, c: g.channel_chunks - 1)
+        next_tx = table(lambda g, c: g.channels - (g.channel_chunks - 1) * P)
+        next_ty = table(lambda g, c: (g.width - g.kernel + 1) * g.channels
+                        - (g.channel_chunks - 1) * P)
+        with m.If(is_last | ~self.issue.valid):
+            m.d.sync += [h.eq(0), tx.eq(0), ty.eq(0), tap.eq(0)]
+        with m.Elif(h != last_h):
+            m.d.sync += [h.eq(h + 1), tap.eq(tap + P)]
+        with m.Elif(tx != table(lambda g, c: g.kernel - 1)):
+            m.d.sync += [h.eq(0), tx.eq(tx + 1), tap.eq(tap + next_tx)]
+        with m.Else():
+            m.d.sync += [h.eq(0), tx.eq(0), ty.eq(ty + 1), tap.eq(tap + next_ty)]
+
+    def _dense_position(self, m, is_last):
+        """Dense layers only: one position, no padding, nothing pooled; chunk c reads the
+        states from c * P on."""
+        cfg, issue = self._config, self.issue
+        m.d.comb += [issue.inside.eq(1), issue.neuron_base.eq(issue.channel_base),
+                     issue.state_base.eq(issue.channel_base),
+                     issue.channel_chunk.eq(issue.chunk)]
+        if cfg.inputs_per_cycle == 1:
+            m.d.comb += issue.state_addr.eq(issue.chunk)
+        else:
+            with m.If(is_last | ~issue.valid):
+                m.d.sync += issue.state_addr.eq(0)
+            with m.Else():
+                m.d.sync += issue.state_addr.eq(issue.state_addr + cfg.inputs_per_cycle)
+        return 1
