@@ -5,9 +5,11 @@ it using `==`. One function per hardware stage, in the order the hardware runs t
 
     noise_bits       LFSR bits -> blank-out variables xi (which xi every synapse gets)
     accumulate       S_i = sum_j xi_ij w_ij z_j and D_i = sum_j w_ij z_j
+    accumulate_conv  the same for every output position of a conv layer (conv_windows)
     a_multiply       shr_floor(a_i * D_i, a_frac)
     add_bias         u_i = S_i + shr_floor(...) + b_i
     sign             z_i = +1 if u_i >= 0 else -1
+    max_pool         a conv layer's q x q windows of states -> their OR
     output_logits    logit_c = D_c + b_c
     combine          scores (sum over samples), votes (argmax per sample), class (argmax score)
 
@@ -30,7 +32,8 @@ from .params import QuantizedNSM
 
 __all__ = ["GoldenResult", "run", "noise_bits", "noise_numbers", "bits_per_image",
            "bits_per_pass", "exact_matmul_dtype", "accumulate", "a_multiply", "add_bias", "sign",
-           "output_logits", "combine", "check_inputs", "check_states"]
+           "output_logits", "combine", "check_inputs", "check_states", "pooled_order",
+           "conv_windows", "accumulate_conv", "max_pool"]
 
 
 @dataclass
@@ -38,9 +41,10 @@ class GoldenResult:
     """Everything the device computes for `n_images` images (images in the order they ran).
 
     u[l]: int64 (n_images, K, N_{l+1}) for every weight layer l; for the output layer these are
-          the integer logits. Empty when run with trace=False.
-    z[l]: int8 (n_images, K, N_{l+1}) of +-1, for the hidden layers only (len = n_layers - 1).
-          Empty when run with trace=False.
+          the integer logits; for a conv layer (n_images, K, positions * C_out), before pooling,
+          neuron (y * W + x) * C_out + o. Empty when run with trace=False.
+    z[l]: int8 (n_images, K, N_{l+1}) of +-1, for the hidden layers only (len = n_layers - 1);
+          a conv layer's pooled states. Empty when run with trace=False.
     logits: int64 (n_images, K, n_classes); scores, votes: int64 (n_images, n_classes);
     cls: int64 (n_images,); final_states: the LFSR states after the last image.
     """
@@ -86,7 +90,7 @@ def bits_per_pass(config: NSMConfig) -> int:
     if config.noise == "input":
         cycles = sum(config.chunks(l) for l in config.hidden_layers)
     else:
-        cycles = sum(config.groups(l) * config.chunks(l) for l in config.hidden_layers)
+        cycles = sum(config.layer_cycles(l) for l in config.hidden_layers)
     return cycles * config.steps_per_cycle
 
 
@@ -117,7 +121,9 @@ def noise_numbers(config: NSMConfig, states, n_images: int, dtype=np.int64):
     """The p_bits-bit LFSR numbers r of every compute cycle (xi = r < p_keep).
 
     Returns (per hidden layer l: array of `dtype`, int64 by default, final states):
-      noise "synapse": (n_images, K, N_{l+1}, N_l): r of neuron i, input j;
+      noise "synapse": (n_images, K, N_{l+1}, N_l): r of neuron i, input j; in a conv layer
+                       (n_images, K, positions, C_out, fan_in): r of output position n (pooled
+                       order), channel o, weight column tap * C_in + c;
       noise "input":   (n_images, K, N_l):          r of input j, shared by all neurons.
     Generator n = slot * generators_per_slot + lane serves sample k = pass * M + slot; in a
     compute cycle of chunk c its numbers go, in order, to the positions p (input c * P + p) of
@@ -149,22 +155,29 @@ def noise_numbers(config: NSMConfig, states, n_images: int, dtype=np.int64):
             r = np.stack([_to_numbers(st[:, :, pos:pos + seg], pb, dtype)
                           for st in streams], axis=2)               # (n, passes, M, chunks*P)
             out.append(by_sample(r)[:, :, :n_in])
-        elif cfg.lfsr_layout == "per_lane":
-            # Generator (slot, lane): (groups, chunks) cycles of P numbers each.
-            seg = groups * chunks * P * pb
-            r = np.stack([_to_numbers(st[:, :, pos:pos + seg], pb, dtype).reshape(
-                n_images, passes, groups, chunks * P) for st in streams], axis=2)
-            r = r.reshape(n_images, passes, M, lanes, groups, chunks * P).transpose(
-                0, 1, 2, 4, 3, 5).reshape(n_images, passes, M, groups * lanes, chunks * P)
-            out.append(by_sample(r)[:, :, :n_out, :n_in])
         else:
-            # One wide generator per slot: lanes * P numbers per cycle, lane-major.
-            seg = groups * chunks * lanes * P * pb
-            r = np.stack([_to_numbers(st[:, :, pos:pos + seg], pb, dtype).reshape(
-                n_images, passes, groups, chunks, lanes, P) for st in streams], axis=2)
-            r = r.transpose(0, 1, 2, 3, 5, 4, 6).reshape(
-                n_images, passes, M, groups * lanes, chunks * P)
-            out.append(by_sample(r)[:, :, :n_out, :n_in])
+            npos = cfg.positions(l)
+            if cfg.lfsr_layout == "per_lane":
+                # Generator (slot, lane): (groups, positions, chunks) cycles of P numbers each.
+                seg = groups * npos * chunks * P * pb
+                r = np.stack([_to_numbers(st[:, :, pos:pos + seg], pb, dtype).reshape(
+                    n_images, passes, groups, npos, chunks * P) for st in streams], axis=2)
+                r = r.reshape(n_images, passes, M, lanes, groups, npos, chunks * P).transpose(
+                    0, 1, 2, 5, 4, 3, 6)
+            else:
+                # One wide generator per slot: lanes * P numbers per cycle, lane-major.
+                seg = groups * npos * chunks * lanes * P * pb
+                r = np.stack([_to_numbers(st[:, :, pos:pos + seg], pb, dtype).reshape(
+                    n_images, passes, groups, npos, chunks, lanes, P) for st in streams], axis=2)
+                r = r.transpose(0, 1, 2, 4, 3, 6, 5, 7)
+            r = by_sample(r.reshape(n_images, passes, M, npos, groups * lanes, chunks * P))
+            if cfg.is_conv(l):
+                # Chunk c = tap * channel_chunks + h, position p: channel h * P + p of the tap.
+                shape = cfg.conv_shape(l)
+                r = r[:, :, :, :n_out].reshape(n_images, K, npos, n_out, shape.kernel ** 2, -1)
+                out.append(r[..., :shape.in_channels].reshape(n_images, K, npos, n_out, n_in))
+            else:
+                out.append(r[:, :, 0, :n_out, :n_in])
         pos += seg
     return tuple(out), tuple(finals)
 
@@ -222,8 +235,63 @@ def accumulate(config: NSMConfig, weights: np.ndarray, z: np.ndarray, xi, D=None
 def _first_layer_d(config: NSMConfig, weights: np.ndarray, x: np.ndarray, K: int) -> np.ndarray:
     """D of the first layer depends on the image only: computed once, repeated for each sample
     (B = n_images * K rows, image-major)."""
-    D = _dot(x, weights.T, exact_matmul_dtype(config))
+    if config.is_conv(0):
+        _, D = accumulate_conv(config, 0, weights, x, None)
+    else:
+        D = _dot(x, weights.T, exact_matmul_dtype(config))
     return np.repeat(D, K, axis=0)
+
+
+# -- stage 2, conv layers: windows, pooled order, pooling ------------------------------------------
+
+def pooled_order(config: NSMConfig, layer: int) -> np.ndarray:
+    """Raster index y * W + x of output position n, for n in the schedule's pooled order."""
+    shape = config.conv_shape(layer)
+    q, h, w = shape.pool, shape.height, shape.width
+    Y, X, dy, dx = np.meshgrid(np.arange(h // q), np.arange(w // q), np.arange(q),
+                               np.arange(q), indexing="ij")
+    return ((q * Y + dy) * w + (q * X + dx)).reshape(-1)
+
+
+def conv_windows(config: NSMConfig, layer: int, z: np.ndarray) -> np.ndarray:
+    """(B, positions, fan_in) inputs of every output position (raster order), column
+    tap * C_in + c; a padded input is 0, so that it adds nothing to S or D."""
+    shape = config.conv_shape(layer)
+    k, pad = shape.kernel, shape.pad
+    B = z.shape[0]
+    img = np.zeros((B, shape.height + 2 * pad, shape.width + 2 * pad, shape.in_channels),
+                   dtype=np.int8)
+    img[:, pad:pad + shape.height, pad:pad + shape.width] = z.reshape(
+        B, shape.height, shape.width, shape.in_channels)
+    win = np.lib.stride_tricks.sliding_window_view(img, (k, k), axis=(1, 2))
+    # (B, H, W, C_in, ty, tx) -> (B, H, W, ty, tx, C_in)
+    return win.transpose(0, 1, 2, 4, 5, 3).reshape(B, shape.positions, -1)
+
+
+def accumulate_conv(config: NSMConfig, layer: int, weights: np.ndarray, z: np.ndarray, xi,
+                    D=None) -> tuple:
+    """S and D of a conv layer for B (image, sample) pairs: (B, positions, C_out) each, raster
+    order. xi: (B, positions, C_out, fan_in) in pooled order (as `noise_bits`) or None."""
+    dtype = exact_matmul_dtype(config)
+    win = conv_windows(config, layer, z)
+    if D is None:
+        D = _dot(win, weights.T, dtype)
+    if xi is None:
+        return None, D
+    xi = xi[:, np.argsort(pooled_order(config, layer))]          # pooled -> raster order
+    kept = xi.astype(dtype) * weights.astype(dtype)              # (B, pos, C_out, fan_in)
+    S = _dot(kept, win[:, :, :, None], dtype)[..., 0]
+    return S, D
+
+
+def max_pool(config: NSMConfig, layer: int, z: np.ndarray) -> np.ndarray:
+    """(B, positions, C_out) states, raster order -> (B, N_{l+1}) pooled states: +1 iff any
+    state of the q x q window is +1 (the OR of the bits)."""
+    shape = config.conv_shape(layer)
+    q, h, w, c = shape.pool, shape.height, shape.width, shape.out_channels
+    B = z.shape[0]
+    pooled = z.reshape(B, h // q, q, w // q, q, c).max(axis=(2, 4))
+    return pooled.reshape(B, -1)
 
 
 # -- stages 3-5: a multiply, bias, sign -----------------------------------------------------------
@@ -273,9 +341,15 @@ def _run_chunk(params: QuantizedNSM, x: np.ndarray, states, trace: bool):
         if l in cfg.hidden_layers:
             xi = xis[l]
             xi = xi.reshape((n * K,) + xi.shape[2:])
-            S, D = accumulate(cfg, W, z, xi, D=_first_layer_d(cfg, W, x, K) if l == 0 else None)
-            u = add_bias(S, a_multiply(cfg, a, D), b)
-            z = sign(u)
+            D0 = _first_layer_d(cfg, W, x, K) if l == 0 else None
+            if cfg.is_conv(l):
+                S, D = accumulate_conv(cfg, l, W, z, xi, D=D0)
+                u = add_bias(S, a_multiply(cfg, a, D), b).reshape(n * K, -1)
+                z = max_pool(cfg, l, sign(u))
+            else:
+                S, D = accumulate(cfg, W, z, xi, D=D0)
+                u = add_bias(S, a_multiply(cfg, a, D), b)
+                z = sign(u)
             if trace:
                 zs.append(z.reshape(n, K, -1))
         else:
@@ -299,7 +373,8 @@ def run(params: QuantizedNSM, inputs, states=None, trace: bool = True) -> Golden
     per_image = max(1, bits_per_image(cfg) * cfg.n_generators)
     if cfg.noise == "synapse":
         per_image = max(per_image, cfg.samples * max(
-            (cfg.fan_in(l) * cfg.fan_out(l) for l in cfg.hidden_layers), default=1))
+            (cfg.fan_in(l) * cfg.fan_out(l) * cfg.positions(l) for l in cfg.hidden_layers),
+            default=1))
     chunk = max(1, (1 << 24) // per_image)
     us, zs, logits = [], [], []
     for start in range(0, x.shape[0], chunk):
@@ -314,9 +389,10 @@ def run(params: QuantizedNSM, inputs, states=None, trace: bool = True) -> Golden
         logits = np.zeros((0, cfg.samples, cfg.n_classes), np.int64)
     if trace:
         u_t = tuple(np.concatenate([c[l] for c in us]) if us else
-                    np.zeros((0, cfg.samples, cfg.fan_out(l)), np.int64) for l in range(n_l))
+                    np.zeros((0, cfg.samples, cfg.fan_out(l) * cfg.positions(l)), np.int64)
+                    for l in range(n_l))
         z_t = tuple(np.concatenate([c[l] for c in zs]) if zs else
-                    np.zeros((0, cfg.samples, cfg.fan_out(l)), np.int8)
+                    np.zeros((0, cfg.samples, cfg.layer_sizes[l + 1]), np.int8)
                     for l in cfg.hidden_layers)
     else:
         u_t, z_t = (), ()

@@ -1,7 +1,7 @@
 """A deliberately naive implementation of docs/contract.md: plain Python loops and ints.
 
 It walks the hardware schedule literally (images -> passes -> slots -> layers -> groups ->
-chunks -> positions, one compute cycle at a time, one scalar LFSR step at a time) so that it
+output positions of a conv layer -> chunks -> positions p, one compute cycle at a time, one scalar LFSR step at a time) so that it
 shares no vectorized code with `model/golden.py`. Only for small configurations.
 """
 
@@ -27,6 +27,60 @@ def _number(states: list, gen: int, width: int, p_bits: int) -> int:
     return r
 
 
+def _naive_conv(cfg, l, W, A, B, z, states, gen0):
+    """One conv layer of one sample: (u of every neuron (y*W+x)*C_out+o, pooled states)."""
+    shape = cfg.conv_shape(l)
+    H, Wd, C_in, C_out = shape.height, shape.width, shape.in_channels, shape.out_channels
+    k, q, pad = shape.kernel, shape.pool, shape.kernel // 2
+    lanes, width, P = cfg.lanes, cfg.lfsr_width, cfg.inputs_per_cycle
+    per_lane = cfg.lfsr_layout == "per_lane"
+    cc = -(-C_in // P)
+    u = [0] * (H * Wd * C_out)
+    for g in range(cfg.groups(l)):
+        for Y in range(H // q):
+            for X in range(Wd // q):
+                for dy in range(q):
+                    for dx in range(q):
+                        y, x = q * Y + dy, q * X + dx
+                        S = [0] * lanes
+                        D = [0] * lanes
+                        for c in range(k * k * cc):
+                            tap, h = divmod(c, cc)
+                            ty, tx = divmod(tap, k)
+                            xi = [[0] * P for _ in range(lanes)]
+                            for lane in range(lanes):
+                                for pos in range(P):
+                                    gen = gen0 + lane if per_lane else gen0
+                                    r = _number(states, gen, width, cfg.p_bits)
+                                    xi[lane][pos] = 1 if r < cfg.p_keep else 0
+                            iy, ix = y + ty - pad, x + tx - pad
+                            if not (0 <= iy < H and 0 <= ix < Wd):
+                                continue                  # a padded input adds nothing
+                            for lane in range(lanes):
+                                o = g * lanes + lane
+                                for pos in range(P):
+                                    ch = h * P + pos
+                                    if o >= C_out or ch >= C_in:
+                                        continue
+                                    w = W[o][tap * C_in + ch]
+                                    zin = z[(iy * Wd + ix) * C_in + ch]
+                                    D[lane] += w * zin
+                                    S[lane] += xi[lane][pos] * w * zin
+                        for lane in range(lanes):
+                            o = g * lanes + lane
+                            if o < C_out:
+                                u[(y * Wd + x) * C_out + o] = (
+                                    S[lane] + ((A[o] * D[lane]) >> cfg.a_frac) + B[o])
+    pooled = []
+    for Y in range(H // q):
+        for X in range(Wd // q):
+            for o in range(C_out):
+                fire = any(u[((q * Y + dy) * Wd + q * X + dx) * C_out + o] >= 0
+                           for dy in range(q) for dx in range(q))
+                pooled.append(1 if fire else -1)
+    return u, pooled
+
+
 def naive_run(params, inputs, states=None):
     """Returns dict(u, z, logits, scores, votes, cls, final_states) as nested Python lists."""
     cfg = params.config
@@ -49,8 +103,13 @@ def naive_run(params, inputs, states=None):
             z = [int(v) for v in x]
             u_smp, z_smp = [], []
             for l in range(cfg.n_layers):
-                n_in, n_out = cfg.fan_in(l), cfg.fan_out(l)
                 hidden = l < cfg.n_layers - 1
+                if cfg.is_conv(l):
+                    u_layer, z = _naive_conv(cfg, l, W[l], A[l], B[l], z, states, gen0)
+                    u_smp.append(u_layer)
+                    z_smp.append(z)
+                    continue
+                n_in, n_out = cfg.fan_in(l), cfg.fan_out(l)
                 u_layer = [0] * n_out
                 saved = states[gen0]
                 for g in range(cfg.groups(l)):

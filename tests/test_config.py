@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from model.config import ConfigError, NSMConfig
+from model.config import ConfigError, NSMConfig, conv_layer_sizes, digits_config, paper_config
 from model.params import QuantizedNSM
 
 SEED = 11
@@ -166,3 +166,69 @@ def test_wide_lfsr_with_many_steps_per_clock_is_flat_xors():
     state, out = lfsr_unrolled([Node() for _ in range(3)], cfg.lfsr_taps, cfg.steps_per_cycle)
     assert len(out) == 144
     assert max(n.size for n in state + out) <= 2
+
+
+# -- conv layers ----------------------------------------------------------------------------------
+
+CONV_OK = dict(layer_sizes=conv_layer_sizes((8, 8, 4), ((6, 3, 2), (5, 3, 2)), (7, 3)),
+               input_shape=(8, 8, 4), conv_layers=((6, 3, 2), (5, 3, 2)))
+
+BAD_CONV = [
+    (dict(CONV_OK, conv_layers=((6, 4, 2), (5, 3, 2))),
+     "conv_layers[0]: kernel must be odd ('same' padding), got 4"),
+    (dict(CONV_OK, conv_layers=((6, 3, 2), (5, 3, 3))),
+     "conv_layers[1]: pool must be one of (1, 2), got 3"),
+    (dict(CONV_OK, conv_layers=((6, 3, 2), (0, 3, 2))),
+     "conv_layers[1]: out_channels must be in 1..4096, got 0"),
+    (dict(CONV_OK, conv_layers=((6, 3, 2), (5, 3))),
+     "conv_layers[1]: must be (out_channels, kernel, pool), got (5, 3)"),
+    (dict(CONV_OK, input_shape=(8, 8)),
+     "input_shape: conv layers need (height, width, channels), got (8, 8)"),
+    (dict(CONV_OK, input_shape=(6, 6, 4)),
+     "conv_layers[1]: pool 2 does not divide its 3x3 input"),
+    (dict(CONV_OK, layer_sizes=(256, 100, 20, 7, 3)),
+     "layer_sizes: (256, 100, 20, 7, 3) do not match input_shape (8, 8, 4) and conv_layers "
+     "((6, 3, 2), (5, 3, 2)): they imply (256, 96, 20, 7, 3)"),
+    (dict(CONV_OK, noise="input"),
+     "noise: conv layers take per-synapse noise only: per-input noise in a conv layer would "
+     "need the noise of every input state held for the whole layer, which the engine does not "
+     "build"),
+    (dict(layer_sizes=(16, 4, 2), input_shape=(4, 4, 2)),
+     "input_shape: (4, 4, 2) holds 32 states, layer_sizes[0] is 16"),
+]
+
+
+@pytest.mark.parametrize("fields, message", BAD_CONV,
+                         ids=[m.split(":")[0] + f"-{i}" for i, (_, m) in enumerate(BAD_CONV)])
+def test_bad_conv_config_refused(fields, message):
+    with pytest.raises(ConfigError) as e:
+        NSMConfig(**fields)
+    assert str(e.value) == message
+
+
+def test_conv_geometry():
+    cfg = NSMConfig(**CONV_OK, lanes=4, inputs_per_cycle=3)
+    assert cfg.layer_sizes == (256, 96, 20, 7, 3)
+    first, second = cfg.conv_shape(0), cfg.conv_shape(1)
+    assert (first.height, first.in_channels, first.out_channels, first.out_shape) == \
+        (8, 4, 6, (4, 4, 6))
+    assert (second.height, second.in_channels, second.out_shape) == (4, 6, (2, 2, 5))
+    assert [cfg.fan_in(l) for l in range(4)] == [36, 54, 20, 7]
+    assert [cfg.fan_out(l) for l in range(4)] == [6, 5, 7, 3]
+    assert [cfg.positions(l) for l in range(4)] == [64, 16, 1, 1]
+    # 9 taps of ceil(4 / 3) = 2 and ceil(6 / 3) = 2 channel chunks; dense ceil(20 / 3) = 7.
+    assert [cfg.chunks(l) for l in range(4)] == [18, 18, 7, 3]
+    assert cfg.ideal_cycles_per_pass == 2 * 64 * 18 + 2 * 16 * 18 + 2 * 7 + 1 * 3
+    assert cfg.synapses == 36 * 6 * 64 + 54 * 5 * 16 + 20 * 7 + 7 * 3
+    assert cfg.weight_words == 2 * 18 + 2 * 18 + 2 * 7 + 3
+    assert NSMConfig.from_json(cfg.to_json()) == cfg
+
+
+def test_conv_fields_take_part_in_the_identity_and_dense_identities_are_kept():
+    conv = NSMConfig(**CONV_OK)
+    other = NSMConfig(**dict(CONV_OK, conv_layers=((6, 3, 2), (5, 1, 2))))
+    assert conv.identity != other.identity
+    # The identities of configurations without conv layers are those they had before conv
+    # layers existed: their images stay valid.
+    assert (digits_config().identity, paper_config(lanes=64, weight_bits=7).identity) == \
+        (0x1DB1FAEE, 0x126465C3)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from model import golden
-from model.config import NSMConfig
+from model.config import NSMConfig, conv_layer_sizes
 from model.params import QuantizedNSM
 from naive_reference import naive_run  # tests/ is on sys.path (rootdir-less test modules)
 
@@ -70,6 +70,48 @@ PARALLEL = {
 def test_golden_equals_naive_parallel(overrides):
     config = NSMConfig(a_bits=8, a_frac=4, lfsr_width=11, **overrides)
     test_golden_equals_naive(config)
+
+
+# Conv layers whose kernel, channel counts and image sizes divide neither the lanes, P nor M.
+CONV = {
+    "6x6x3-5c3p2-7c3-9-4-lanes3-P2-M2-K3": dict(
+        input_shape=(6, 6, 3), conv_layers=((5, 3, 2), (7, 3, 1)), dense=(9, 4), lanes=3,
+        inputs_per_cycle=2, parallel_samples=2, samples=3),
+    "5x5x2-4c5-3-lanes3-P3-K2-wide-p5of8": dict(
+        input_shape=(5, 5, 2), conv_layers=((4, 5, 1),), dense=(3,), lanes=3,
+        inputs_per_cycle=3, samples=2, lfsr_layout="wide", p_bits=3, p_keep=5),
+    "4x6x1-3c3p2-5-2-lanes2-P1-M1-K2": dict(
+        input_shape=(4, 6, 1), conv_layers=((3, 3, 2),), dense=(5, 2), lanes=2, samples=2),
+    "4x4x2-3c1p2-2c3-3-lanes1-P2-M3-K4": dict(
+        input_shape=(4, 4, 2), conv_layers=((3, 1, 2), (2, 3, 1)), dense=(3,), lanes=1,
+        inputs_per_cycle=2, parallel_samples=3, samples=4),
+}
+
+
+def conv_config(input_shape, conv_layers, dense, **fields) -> NSMConfig:
+    sizes = conv_layer_sizes(input_shape, conv_layers, dense)
+    return NSMConfig(layer_sizes=sizes, input_shape=input_shape, conv_layers=conv_layers,
+                     a_bits=8, a_frac=4, lfsr_width=11, **fields)
+
+
+@pytest.mark.parametrize("overrides", CONV.values(), ids=CONV.keys())
+def test_golden_equals_naive_conv(overrides):
+    test_golden_equals_naive(conv_config(**overrides))
+
+
+def test_conv_padding_adds_nothing():
+    """A 1x1 image through a 3x3 kernel: only the centre tap sees an input, so D is that one
+    weight times the input whatever the other eight weights are."""
+    cfg = conv_config((1, 1, 1), ((2, 3, 1),), (2,), lanes=2, samples=1)
+    params = QuantizedNSM.random(cfg, np.random.default_rng(SEED))
+    _, D = golden.accumulate_conv(cfg, 0, params.weights[0], np.array([[-1]]), None)
+    assert D.tolist() == [[(-params.weights[0][:, 4]).tolist()]]
+
+
+def test_conv_pooling_is_the_or_of_the_window():
+    cfg = conv_config((2, 2, 1), ((1, 1, 2),), (2,), lanes=1, samples=1)
+    states = np.array([[-1, -1, 1, -1], [-1, -1, -1, -1]], dtype=np.int8)[:, :, None]
+    assert golden.max_pool(cfg, 0, states).tolist() == [[1], [-1]]
 
 
 def test_defaults_keep_the_noise_of_one_input_one_sample():
