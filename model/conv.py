@@ -82,8 +82,8 @@ def check_conv_layers(conv, hidden, side):
     dense hidden layers `hidden` do not fit square images of `side` pixels."""
     if not conv:
         raise ValueError("conv: a conv network needs at least one conv layer")
-    if not hidden or min(hidden) < 1:
-        raise ValueError(f"hidden: need >= 1 dense hidden layer of >= 1 neurons, got {hidden}")
+    if hidden and min(hidden) < 1:
+        raise ValueError(f"hidden: dense hidden layers need >= 1 neurons, got {hidden}")
     h = side
     for i, (out, kernel, pool) in enumerate(conv):
         where = f"conv: layer {i} {format_conv_layers([(out, kernel, pool)])}"
@@ -97,8 +97,8 @@ def check_conv_layers(conv, hidden, side):
 
 
 class ConvNet(nn.Module):
-    """Conv layers `conv` ((out_channels, kernel, pool), ...), dense hidden layers `hidden`,
-    then the logits, on flat +-1 inputs of `levels` bits per pixel of square images."""
+    """Conv layers `conv` ((out_channels, kernel, pool), ...), dense hidden layers `hidden`
+    (none: the logits read the last conv layer's states), then the logits, on flat +-1 inputs of `levels` bits per pixel of square images."""
 
     def __init__(self, n_inputs: int, n_classes: int, model: str = "nsm", levels: int = 1,
                  noise: str = "synapse", dist: str = "bernoulli", p: float = 0.5,
@@ -137,7 +137,7 @@ class ConvNet(nn.Module):
                                      for n_in, n_out in zip(dense, dense[1:]))
             act = _ReLU if model == "mlp" else _SignSTE
             self.acts = nn.ModuleList(act() for _ in range(len(conv) + len(hidden)))
-        self.output = nn.Linear(hidden[-1], n_classes)
+        self.output = nn.Linear(dense[-1], n_classes)
 
     def _images(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
@@ -163,7 +163,7 @@ class ConvNet(nn.Module):
         return self.output(z)
 
     def last_hidden_preact(self):
-        last = self.fcs[-1] if self.acts is None else self.acts[-1]
+        last = self.hidden_layers()[-1] if self.acts is None else self.acts[-1]
         return getattr(last, "last_preact", None)
 
     @torch.no_grad()

@@ -211,6 +211,9 @@ def quantized_scores_torch(q: QuantizedNSM, x_pm1, samples: int, seed: int,
         for sample in range(samples):
             z = z0
             for l in cfg.hidden_layers:
+                if cfg.is_conv(l):
+                    z = _conv_states_torch(cfg, l, w[l], a[l], b[l], z, gen, dt)
+                    continue
                 shape = ((len(z), cfg.fan_out(l), cfg.fan_in(l)) if cfg.noise == "synapse"
                          else (len(z), 1, cfg.fan_in(l)))
                 r = torch.randint(0, 1 << cfg.p_bits, shape, generator=gen)
@@ -230,6 +233,26 @@ def quantized_scores_torch(q: QuantizedNSM, x_pm1, samples: int, seed: int,
     scores = {k: (torch.cat(v).numpy() if v else np.zeros((0, cfg.n_classes), np.int64))
               for k, v in out.items()}
     return scores if ks is not None else scores[samples]
+
+
+def _conv_states_torch(cfg: NSMConfig, l: int, w, a, b, z, gen, dt):
+    """The pooled states (n, N_{l+1}) of conv layer l on states z (n, N_l), exact integers with
+    one ideal Bernoulli xi per (image, output channel, position, synapse)."""
+    from .golden import conv_windows
+
+    shape = cfg.conv_shape(l)
+    win = torch.from_numpy(conv_windows(cfg, l, z.numpy().astype(np.int8))).to(dt)
+    n, positions, fan_in = win.shape
+    r = torch.randint(0, 1 << cfg.p_bits, (n, positions, shape.out_channels, fan_in),
+                      generator=gen)
+    kept = (r < cfg.p_keep).to(dt).mul_(w)                        # (n, pos, C_out, fan_in)
+    s = torch.matmul(kept, win.unsqueeze(3))[..., 0].round().long()  # (n, pos, C_out)
+    d = torch.matmul(win, w.T).round().long()
+    u = s + torch.div(a * d, 1 << cfg.a_frac, rounding_mode="floor") + b
+    states = torch.where(u >= 0, 1.0, -1.0).to(dt)
+    q, h, w_, c = shape.pool, shape.height, shape.width, shape.out_channels
+    # Max pooling of +-1 states: the OR of the q x q window, position-major as the contract.
+    return states.reshape(n, h // q, q, w_ // q, q, c).amax(dim=(2, 4)).reshape(n, -1)
 
 
 def golden_results(q: QuantizedNSM, x_pm1, samples: int, chunk: int = 100,
