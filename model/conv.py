@@ -4,7 +4,7 @@ and smaller ones), in PyTorch.
 A network is its conv layers, each (out_channels, kernel, pool): a kernel x kernel convolution
 (stride 1, 'same' zero padding: a padded input adds nothing, as in the hardware) followed by
 pool x pool max pooling (pool 1: none), then fully connected hidden layers and a linear layer
-giving the logits. Written `32c5p2,64c5p2` (`parse_conv_layers`); the paper's is
+giving the logits. Written `32c5p2,64c5p2` (`model.config.parse_conv_layers`); the paper's is
 `CONV_LAYERS` with one hidden layer of `CONV_HIDDEN`. The kind of the hidden units is `model`
 (the names of `model.train.MODELS`):
 
@@ -24,43 +24,20 @@ the last conv layer (torch's order); the quantizer permutes its columns to posit
 from __future__ import annotations
 
 import math
-import re
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import conv_layer_sizes
+from .config import conv_layer_sizes, format_conv_layers
 from .nsm import NoiseSpec, NSMConv2d, NSMLinear, data_dependent_init, set_estimator
 
-__all__ = ["ConvNet", "CONV_MODELS", "CONV_LAYERS", "CONV_HIDDEN", "parse_conv_layers",
-           "format_conv_layers", "check_conv_layers"]
+__all__ = ["ConvNet", "CONV_MODELS", "CONV_LAYERS", "CONV_HIDDEN", "check_conv_layers"]
 
 CONV_MODELS = ("nsm", "mlp", "binary")
 # The paper's network: 32c5-p2-64c5-p2, then one hidden layer of 1024.
 CONV_LAYERS = ((32, 5, 2), (64, 5, 2))
 CONV_HIDDEN = 1024
-
-_LAYER = re.compile(r"(\d+)c(\d+)(?:p(\d+))?")
-
-
-def parse_conv_layers(text: str) -> tuple[tuple[int, int, int], ...]:
-    """"32c5p2,64c5p2" -> ((32, 5, 2), (64, 5, 2)): out_channels c kernel [p pool]; no p is
-    pool 1 (none). ValueError naming the layer that does not parse."""
-    layers = []
-    for i, part in enumerate(p.strip() for p in text.split(",")):
-        match = _LAYER.fullmatch(part)
-        if not match:
-            raise ValueError(f"conv: layer {i} {part!r} is not OUTcKERNEL[pPOOL] (e.g. 32c5p2)")
-        out, kernel, pool = match.groups()
-        layers.append((int(out), int(kernel), int(pool or 1)))
-    return tuple(layers)
-
-
-def format_conv_layers(layers) -> str:
-    """Inverse of `parse_conv_layers`."""
-    return ",".join(f"{o}c{k}" + (f"p{q}" if q > 1 else "") for o, k, q in layers)
-
 
 class _SignSTE(nn.Module):
     """sgn forward (sgn(0) = +1), gradient of hardtanh backward."""

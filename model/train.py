@@ -576,7 +576,7 @@ def _int_list(text: str, low: int = 1) -> tuple[int, ...]:
 
 
 def _conv_list(text: str) -> tuple[tuple[int, int, int], ...]:
-    from .conv import parse_conv_layers
+    from .config import parse_conv_layers
     try:
         return parse_conv_layers(text)
     except ValueError as e:

@@ -7,8 +7,9 @@ import torch.nn.functional as F
 
 from model import golden
 from model import quantize as quantize_mod
-from model.config import ConfigError, NSMConfig, conv_layer_sizes
-from model.conv import ConvNet, format_conv_layers, parse_conv_layers
+from model.config import (ConfigError, NSMConfig, conv_layer_sizes, format_conv_layers,
+                          parse_conv_layers)
+from model.conv import ConvNet
 from model.nsm import data_dependent_init
 from model.quantize import conv_weight_rows, quantize_nsm
 
