@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 __all__ = ["ConfigError", "NSMConfig", "ConvShape", "LFSR_TAPS", "NOISE_MODES", "LFSR_LAYOUTS",
            "POOL_SIZES", "conv_layer_sizes", "parse_conv_layers", "format_conv_layers",
-           "digits_config", "paper_config"]
+           "digits_config", "digits_conv_config", "DIGITS_CONV_LAYERS", "DIGITS_CONV_HIDDEN",
+           "paper_config"]
 
 
 class ConfigError(ValueError):
@@ -626,6 +627,22 @@ def digits_config(**overrides) -> NSMConfig:
                 name="digits")
     base.update(overrides)
     return NSMConfig(**base)
+
+
+# The digits CNN 8x8x4-8c3-p2-16c3-p2-64-10: 8x8 pixels of 4 thermometer levels (4 input
+# channels), small enough for the digits boards' weight memory.
+DIGITS_CONV_LAYERS = ((8, 3, 2), (16, 3, 2))
+DIGITS_CONV_HIDDEN = (64,)
+
+
+def digits_conv_config(**overrides) -> NSMConfig:
+    """The digits CNN (`DIGITS_CONV_LAYERS`, then `DIGITS_CONV_HIDDEN`) at the digits lanes."""
+    shape = (8, 8, THERMOMETER_LEVELS_DIGITS)
+    base = dict(layer_sizes=conv_layer_sizes(shape, DIGITS_CONV_LAYERS,
+                                             (*DIGITS_CONV_HIDDEN, 10)),
+                conv_layers=DIGITS_CONV_LAYERS, input_shape=shape, name="digits-conv")
+    base.update(overrides)
+    return digits_config(**base)
 
 
 def paper_config(**overrides) -> NSMConfig:
