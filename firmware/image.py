@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from model.config import ConfigError, NSMConfig, digits_config, paper_config
+from model.config import ConfigError, NSMConfig, digits_config, digits_conv_config, paper_config
 from model.fixed import from_unsigned, to_unsigned
 from model.meta import DataSpec, DataSpecError
 from model.params import QuantizedNSM
@@ -63,7 +63,7 @@ def image_bytes(config: NSMConfig, data_length: int = 0) -> int:
 
 def known_configs() -> list[NSMConfig]:
     """Configurations `read_image` recognizes by identity when none is given."""
-    return [digits_config(), paper_config()]
+    return [digits_config(), digits_conv_config(), paper_config()]
 
 
 # -- packing of lane words -------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from tqdm import tqdm
 from . import data as datamod
 from . import distributed
 from .baselines import BinaryNet, FloatMLP, StNN
+from .config import DIGITS_CONV_HIDDEN, DIGITS_CONV_LAYERS
 from .nsm import ESTIMATORS, NSMNet, data_dependent_init
 
 __all__ = ["MODELS", "ARCHS", "LR_SCHEDULES", "SPLIT_SEED", "TrainOptions", "recipe",
@@ -200,9 +201,8 @@ _RECIPES = {
                           quantized_max_k=16, quantized_noise="lfsr", input_flip=0.05),
     ("mnist", "conv"): dict(arch="conv", encoding="threshold", levels=1, lr=3e-4, epochs=2,
                             eval_samples=(1, 16, 100), quantize=False),
-    # A small CNN for the 8x8 digits (4 thermometer levels = 4 input channels), small enough
-    # for the digits boards' weight memory: 8c3-p2-16c3-p2-64-10.
-    ("digits", "conv"): dict(arch="conv", conv=((8, 3, 2), (16, 3, 2)), hidden=(64,)),
+    # The digits CNN of model.config (8c3-p2-16c3-p2-64-10 on 4 thermometer levels).
+    ("digits", "conv"): dict(arch="conv", conv=DIGITS_CONV_LAYERS, hidden=DIGITS_CONV_HIDDEN),
 }
 _RECIPES[("fashion-mnist", "fc")] = dict(_RECIPES[("mnist", "fc")])
 _RECIPES[("fashion-mnist", "conv")] = dict(_RECIPES[("mnist", "conv")])
