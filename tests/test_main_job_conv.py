@@ -83,6 +83,29 @@ def test_image_of_the_job_describes_its_conv_network(model_job, capsys):
             "per neuron") in printed
 
 
+def test_nsm_quantize_of_the_conv_checkpoint_gives_the_jobs_model(model_job, tmp_path, capsys):
+    from firmware.image import read_image
+    from model.params import QuantizedNSM
+    from tools.nsm import main as nsm_main
+
+    out, _, _ = model_job
+    q_path, image = tmp_path / "q.npz", tmp_path / "q.nsmi"
+    assert nsm_main(["quantize", str(out / "train" / "checkpoint.pt"), "-o", str(q_path),
+                     "--image", str(image)]) == 0
+    want = QuantizedNSM.load(out / "train" / "quantized.npz")
+    got = read_image(image.read_bytes(), want.config)
+    assert got.config == want.config
+    assert all(np.array_equal(a, b) for a, b in zip(got.weights + got.a + got.bias,
+                                                    want.weights + want.a + want.bias))
+    assert image.read_bytes() == (out / "digits.nsmi").read_bytes()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        nsm_main(["quantize", str(out / "train" / "checkpoint.pt"), "-o", str(q_path),
+                  "--set", "conv_layers=[]"])
+    assert e.value.code == 2
+    assert "--set: conv_layers comes from the checkpoint" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--conv", "4c3p2"], "--conv: conv layers need --arch conv"),
     (["--arch", "conv", "--conv", "4c3p3"], "--conv: layer 0 4c3p3: pool 3 does not divide"),

@@ -235,7 +235,7 @@ def cmd_quantize(args) -> int:
         name, sep, value = item.partition("=")
         if not sep or not name:
             raise UsageError(f"--set: expected FIELD=VALUE, got {item!r}")
-        if name in ("layer_sizes", "name"):
+        if name in ("layer_sizes", "conv_layers", "input_shape", "name"):
             raise UsageError(f"--set: {name} comes from the checkpoint")
         defaults = {f.name: f.default for f in dataclasses.fields(NSMConfig)}
         if isinstance(defaults.get(name), int):
