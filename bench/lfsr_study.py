@@ -2,7 +2,8 @@
 
     python bench/lfsr_study.py                          # noise statistics only (digits shape)
     python bench/lfsr_study.py --run runs/digits-nsm-synapse-s0 [--limit 500]
-    python bench/lfsr_study.py --inputs-per-cycle 4 --parallel-samples 4   # another schedule
+    python bench/lfsr_study.py --lanes 8 --inputs-per-cycle 4 --parallel-samples 4  # another
+                                                        # schedule (the weights are unchanged)
 
 Noise statistics (no trained model needed), for the network shape of the configuration, per LFSR
 choice (layout x width):
@@ -115,6 +116,8 @@ def main(argv=None):
     ap.add_argument("--widths", type=lambda s: tuple(int(v) for v in s.split(",")),
                     default=WIDTHS, help="LFSR widths, e.g. 7,9,17,31")
     ap.add_argument("--seed", type=int, default=0, help="seed of the ideal-noise torch run")
+    ap.add_argument("--lanes", type=int, default=None,
+                    help="lanes of the schedule (default: the configuration's)")
     ap.add_argument("--inputs-per-cycle", type=int, default=None,
                     help="P of the schedule (default: the configuration's)")
     ap.add_argument("--parallel-samples", type=int, default=None,
@@ -128,7 +131,8 @@ def main(argv=None):
         base = q.config
     else:
         q, base = None, digits_config()
-    schedule = {k: v for k, v in (("inputs_per_cycle", args.inputs_per_cycle),
+    schedule = {k: v for k, v in (("lanes", args.lanes),
+                                  ("inputs_per_cycle", args.inputs_per_cycle),
                                   ("parallel_samples", args.parallel_samples)) if v is not None}
     try:
         base = dataclasses.replace(base, **schedule)
