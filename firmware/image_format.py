@@ -24,7 +24,8 @@ from .frames import Status
 
 __all__ = ["MAGIC", "FORMAT_VERSION", "HEADER_FORMAT", "HEADER_FIELDS", "HEADER_BYTES", "CRC_BYTES",
            "MAX_DATA_BYTES", "SIZE_FORMAT", "INPUT_SHAPE_FORMAT", "CONV_COUNT_FORMAT",
-           "CONV_LAYER_FORMAT", "NETWORK_FIELDS", "network_length", "network_fields", "ImageHeader", "image_crc", "image_sections", "word_bytes",
+           "CONV_LAYER_FORMAT", "NETWORK_FIELDS", "network_length", "network_fields",
+           "ImageHeader", "image_crc", "image_sections", "word_bytes",
            "body_length", "header_length", "section_words", "image_body", "image_length",
            "encode_header", "decode_header", "header_field", "header_status"]
 
@@ -72,10 +73,12 @@ def network_fields(n_sizes: int, n_conv: int) -> dict[str, tuple[int, int]]:
     part of "conv_layers"), offsets from the start of the header."""
     sizes = n_sizes * struct.calcsize(SIZE_FORMAT)
     shape = struct.calcsize(INPUT_SHAPE_FORMAT)
-    return {"layer_sizes": (HEADER_BYTES, sizes),
-            "input_shape": (HEADER_BYTES + sizes, shape),
-            "conv_layers": (HEADER_BYTES + sizes + shape,
-                            network_length(n_sizes, n_conv) - sizes - shape)}
+    lengths = (sizes, shape, network_length(n_sizes, n_conv) - sizes - shape)
+    fields, at = {}, HEADER_BYTES
+    for name, length in zip(NETWORK_FIELDS, lengths):
+        fields[name] = (at, length)
+        at += length
+    return fields
 
 
 @dataclass(frozen=True)

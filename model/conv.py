@@ -75,7 +75,8 @@ def check_conv_layers(conv, hidden, side):
 
 class ConvNet(nn.Module):
     """Conv layers `conv` ((out_channels, kernel, pool), ...), dense hidden layers `hidden`
-    (none: the logits read the last conv layer's states), then the logits, on flat +-1 inputs of `levels` bits per pixel of square images."""
+    (none: the logits read the last conv layer's states), then the logits, on flat +-1 inputs
+    of `levels` bits per pixel of square images."""
 
     def __init__(self, n_inputs: int, n_classes: int, model: str = "nsm", levels: int = 1,
                  noise: str = "synapse", dist: str = "bernoulli", p: float = 0.5,

@@ -584,7 +584,8 @@ def _conv_list(text: str) -> tuple[tuple[int, int, int], ...]:
 
 
 # TrainOptions / configuration field -> the option that sets it, for messages.
-_OPTION_OF = {"conv": "--conv", "conv_layers": "--conv", "input_shape": "--conv", "weight_bits": "--weight-bits", "p": "--p", "p_keep": "--p", "p_bits": "--p",
+_OPTION_OF = {"conv": "--conv", "conv_layers": "--conv", "input_shape": "--conv",
+              "weight_bits": "--weight-bits", "p": "--p", "p_keep": "--p", "p_bits": "--p",
               "layer_sizes": "--hidden", "hidden": "--hidden", "levels": "--levels",
               "input_flip": "--input-flip", "weight_decay": "--weight-decay",
               "augment_shift": "--augment-shift", "encoding": "--encoding",
