@@ -6,10 +6,13 @@ with NumPy bit arrays (LSB first), which is exact and fast for the paper's netwo
 carries the model's `DataSpec` (data set, input encoding, class names) when it has one.
 
 Order of the checks in `read_image` (so that every refusal names the right problem):
+  - an image with the magic, another format version and a CRC-32 trailer that matches the
+    whole file is an image of another format version (whatever its header layout), refused as
+    such;
   - an image is *intact* when it is as long as its header declares and the CRC-32 over the
     declared bytes matches; an intact image is then checked field by field: magic, format
-    version, reserved byte, configuration identity, layer sizes, body length, trailing bytes,
-    then the contents (padding bits, value ranges, data spec);
+    version, reserved byte, configuration identity, layer sizes, input shape, conv layers, body
+    length, trailing bytes, then the contents (padding bits, value ranges, data spec);
   - an image that is not intact is *truncated* when shorter than its header declares and no
     length field of the header looks damaged, "not a weight image" when its magic differs from
     b"NSMI" in more than two bits, else *corrupted* (CRC): one flipped bit anywhere lands here.
@@ -19,15 +22,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from model.config import ConfigError, NSMConfig, digits_config, paper_config
+from model.config import ConfigError, NSMConfig, digits_config, digits_conv_config, paper_config
 from model.fixed import from_unsigned, to_unsigned
 from model.meta import DataSpec, DataSpecError
 from model.params import QuantizedNSM
 
 from .image_format import (CRC_BYTES, FIELD_OFFSETS, FORMAT_VERSION, HEADER_BYTES, MAGIC,
-                           ImageHeader,
-                           body_length, decode_header, encode_header, image_crc, image_length,
-                           image_sections, word_bytes)
+                           ImageHeader, body_length, decode_header, encode_header, image_crc,
+                           image_length, image_sections, network_fields, network_length,
+                           word_bytes)
 
 __all__ = ["ImageError", "ImageHeader", "MAGIC", "FORMAT_VERSION", "HEADER_BYTES", "CRC_BYTES",
            "write_image", "read_image", "read_header", "check_image", "body_bytes", "image_bytes",
@@ -35,8 +38,6 @@ __all__ = ["ImageError", "ImageHeader", "MAGIC", "FORMAT_VERSION", "HEADER_BYTES
 
 # A magic at most this many bits away from MAGIC is taken for damage (reported as a CRC error).
 _DAMAGE_BITS = 2
-# Earlier format versions, refused by name (a flipped bit of FORMAT_VERSION never gives one).
-_OLD_VERSIONS = (1,)
 
 
 class ImageError(ValueError):
@@ -62,7 +63,7 @@ def image_bytes(config: NSMConfig, data_length: int = 0) -> int:
 
 def known_configs() -> list[NSMConfig]:
     """Configurations `read_image` recognizes by identity when none is given."""
-    return [digits_config(), paper_config()]
+    return [digits_config(), digits_conv_config(), paper_config()]
 
 
 # -- packing of lane words -------------------------------------------------------------------------
@@ -101,13 +102,42 @@ def _lane_groups(config: NSMConfig, layer: int, vector: np.ndarray) -> np.ndarra
     return padded.reshape(config.groups(layer), config.lanes)
 
 
+def _chunk_columns(config: NSMConfig, layer: int, w: np.ndarray) -> np.ndarray:
+    """(rows, fan_in) -> (rows, chunks * P): column c * P + p is what chunk c, position p
+    reads, zero where it reads nothing (a zero weight adds nothing). Dense: input c * P + p,
+    zero past N_in. Conv (chunk c = tap * ceil(C_in / P) + h): channel h * P + p of the tap,
+    zero past C_in."""
+    P, chunks = config.inputs_per_cycle, config.chunks(layer)
+    out = np.zeros((w.shape[0], chunks * P), dtype=np.int64)
+    if config.is_conv(layer):
+        shape = config.conv_shape(layer)
+        taps, c_in = shape.kernel ** 2, shape.in_channels
+        out.reshape(w.shape[0], taps, -1)[:, :, :c_in] = w.reshape(w.shape[0], taps, c_in)
+    else:
+        out[:, :w.shape[1]] = w
+    return out
+
+
+def _fan_in_columns(config: NSMConfig, layer: int, w: np.ndarray):
+    """Inverse of `_chunk_columns`: (the (rows, fan_in) weights, whether any column that reads
+    nothing is non-zero)."""
+    if config.is_conv(layer):
+        shape = config.conv_shape(layer)
+        taps, c_in = shape.kernel ** 2, shape.in_channels
+        by_tap = w.reshape(w.shape[0], taps, -1)
+        return (np.ascontiguousarray(by_tap[:, :, :c_in]).reshape(w.shape[0], taps * c_in),
+                bool(np.any(by_tap[:, :, c_in:])))
+    n_in = config.fan_in(layer)
+    return w[:, :n_in], bool(np.any(w[:, n_in:]))
+
+
 def _weight_words(config: NSMConfig, layer: int, w: np.ndarray) -> np.ndarray:
-    """(N_out, N_in) -> (groups * chunks, lanes * P): word g * chunks + c, lane k and position p
-    = w[g*lanes + k, c*P + p]; zero past N_out and past N_in (a zero weight adds nothing)."""
+    """(N_out, fan_in) -> (groups * chunks, lanes * P): word g * chunks + c, lane k and position
+    p = row g*lanes + k, column c * P + p of `_chunk_columns`; zero past N_out."""
     P, chunks, groups, lanes = (config.inputs_per_cycle, config.chunks(layer),
                                 config.groups(layer), config.lanes)
     padded = np.zeros((groups * lanes, chunks * P), dtype=np.int64)
-    padded[:w.shape[0], :w.shape[1]] = w
+    padded[:w.shape[0]] = _chunk_columns(config, layer, w)
     grouped = padded.reshape(groups, lanes, chunks, P).transpose(0, 2, 1, 3)
     return grouped.reshape(groups * chunks, lanes * P)
 
@@ -149,9 +179,31 @@ def read_header(data: bytes) -> ImageHeader:
     if len(data) < HEADER_BYTES:
         raise ImageError("truncated", f"image truncated: {len(data)} bytes, the header alone "
                                       f"needs {HEADER_BYTES}")
-    n = data[6]
+    n = data[FIELD_OFFSETS["n"][0]]
+    if _count_damaged(data, n):
+        raise ImageError("crc", f"image corrupted: its header's network description does not "
+                                f"fit its {len(data)} bytes (a damaged layer or conv layer "
+                                f"count; the CRC-32 cannot match)")
     raise ImageError("truncated", f"image truncated: {len(data)} bytes, the header with its "
-                                  f"{n} layer sizes needs {HEADER_BYTES + 2 * n}")
+                                  f"{n} layer sizes needs at least "
+                                  f"{HEADER_BYTES + network_length(n, 0)}")
+
+
+def _count_damaged(data: bytes, n: int) -> bool:
+    """Whether one flipped bit of the layer count or of the conv count, rather than a short
+    file, explains a header that does not fit the file: undone, the CRC-32 at the file's end
+    matches."""
+    if len(data) < HEADER_BYTES + CRC_BYTES:
+        return False
+    stored = _stored_crc(data, len(data))
+    counts = [FIELD_OFFSETS["n"][0], network_fields(n, 0)["conv_layers"][0]]
+    for offset in (at for at in counts if at < len(data) - CRC_BYTES):
+        for bit in range(8):
+            repaired = bytearray(data[:-CRC_BYTES])
+            repaired[offset] ^= 1 << bit
+            if image_crc(bytes(repaired)) == stored:
+                return True
+    return False
 
 
 def _config_for(header: ImageHeader) -> NSMConfig | None:
@@ -169,13 +221,24 @@ def _stored_crc(data: bytes, declared: int) -> int:
     return int.from_bytes(data[declared - CRC_BYTES:declared], "little")
 
 
+def _network_differs(header: ImageHeader, config: NSMConfig) -> bool:
+    return (header.layer_sizes, header.input_shape, header.conv_layers) != (
+        config.layer_sizes, config.input_shape, config.conv_layers)
+
+
+def _version_error(version: int) -> ImageError:
+    return ImageError("version", f"image format version {version}, this tool reads version "
+                                 f"{FORMAT_VERSION} (export the image again from its quantized "
+                                 f"model)")
+
+
 def _length_damaged(data: bytes, header: ImageHeader, config: NSMConfig | None) -> bool:
     """Whether a damaged length field of the header, rather than a short file, explains that
     the file is shorter than the header declares: the body length disagrees with the
     configuration, or putting into one length field the value that fits the file's length
     makes the CRC-32 at the file's end match."""
     if config is not None and (header.body_length != body_bytes(config)
-                               or header.layer_sizes != config.layer_sizes):
+                               or _network_differs(header, config)):
         return True
     missing = header.total_length - len(data)
     if len(data) < header.length + CRC_BYTES:
@@ -195,11 +258,11 @@ def _length_damaged(data: bytes, header: ImageHeader, config: NSMConfig | None) 
 
 def _check_intact(data: bytes, header: ImageHeader, config: NSMConfig | None) -> int:
     """Refuse a truncated or damaged image; returns the declared length."""
-    if data[:4] == MAGIC and header.version in _OLD_VERSIONS:
-        # Another header layout: its CRC cannot be found where this version's would be.
-        raise ImageError("version", f"image format version {header.version}, this tool reads "
-                                    f"version {FORMAT_VERSION} (export the image again from its "
-                                    f"quantized model)")
+    if (data[:4] == MAGIC and header.version != FORMAT_VERSION and len(data) > CRC_BYTES
+            and image_crc(data[:-CRC_BYTES]) == _stored_crc(data, len(data))):
+        # A whole image of another version: its header layout may differ, so its lengths are
+        # not read. A flipped bit of the version field leaves the CRC-32 unmatched: damage.
+        raise _version_error(header.version)
     declared = header.total_length
     if len(data) >= declared and (image_crc(data[:declared - CRC_BYTES])
                                   == _stored_crc(data, declared)):
@@ -224,9 +287,7 @@ def _check_format(data: bytes, header: ImageHeader) -> None:
         raise ImageError("magic", f"not a weight image: magic {header.magic!r}, expected "
                                   f"{MAGIC!r}")
     if header.version != FORMAT_VERSION:
-        raise ImageError("version", f"image format version {header.version}, this tool reads "
-                                    f"version {FORMAT_VERSION} (export the image again from its "
-                                    f"quantized model)")
+        raise _version_error(header.version)
     if header.reserved != 0:
         raise ImageError("magic", f"image header reserved byte is {header.reserved}, must be 0")
     if len(data) > header.total_length:
@@ -279,6 +340,12 @@ def read_image(data: bytes, config: NSMConfig | None = None) -> QuantizedNSM:
     if header.layer_sizes != config.layer_sizes:
         raise ImageError("config", f"image layer sizes {header.layer_sizes} do not match the "
                                    f"configuration's {config.layer_sizes}")
+    if header.input_shape != config.input_shape:
+        raise ImageError("config", f"image input shape {header.input_shape} does not match the "
+                                   f"configuration's {config.input_shape}")
+    if header.conv_layers != config.conv_layers:
+        raise ImageError("config", f"image conv layers {header.conv_layers} do not match the "
+                                   f"configuration's {config.conv_layers}")
     if header.body_length != body_bytes(config):
         raise ImageError("length", f"image body length {header.body_length} bytes, the "
                                    f"configuration needs {body_bytes(config)}")
@@ -311,10 +378,12 @@ def decode_body(cfg: NSMConfig, body: bytes, spec: DataSpec | None, *,
         base, chunks, P = cfg.weight_base(l), cfg.chunks(l), cfg.inputs_per_cycle
         w = sections["weights"][base:base + groups * chunks].reshape(groups, chunks, cfg.lanes, P)
         w = w.transpose(0, 2, 1, 3).reshape(groups * cfg.lanes, chunks * P)
-        if unused_lanes == "refuse" and np.any(w[:, n_in:]):
-            raise ImageError("content", f"image section weights, layer {l}: positions past the "
-                                        f"{n_in} inputs of the layer are not zero")
-        w = w[:, :n_in]
+        w, past = _fan_in_columns(cfg, l, w)
+        if unused_lanes == "refuse" and past:
+            reads = (f"channels past the {cfg.conv_shape(l).in_channels} input channels"
+                     if cfg.is_conv(l) else f"positions past the {n_in} inputs")
+            raise ImageError("content", f"image section weights, layer {l}: {reads} of the "
+                                        f"layer are not zero")
         p0 = cfg.param_base(l)
         a_l = sections["a"][p0:p0 + groups].reshape(-1)
         b_l = sections["bias"][p0:p0 + groups].reshape(-1)

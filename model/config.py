@@ -13,11 +13,14 @@ import dataclasses
 import json
 import math
 import numbers
+import re
 import zlib
 from dataclasses import dataclass, field
 
 __all__ = ["ConfigError", "NSMConfig", "ConvShape", "LFSR_TAPS", "NOISE_MODES", "LFSR_LAYOUTS",
-           "POOL_SIZES", "conv_layer_sizes", "digits_config", "paper_config"]
+           "POOL_SIZES", "conv_layer_sizes", "parse_conv_layers", "format_conv_layers",
+           "digits_config", "digits_conv_config", "DIGITS_CONV_LAYERS", "DIGITS_CONV_HIDDEN",
+           "paper_config"]
 
 
 class ConfigError(ValueError):
@@ -85,6 +88,28 @@ def conv_layer_sizes(input_shape, conv_layers, dense_sizes) -> tuple[int, ...]:
         h, w, c = h // pool, w // pool, out_channels
         sizes.append(h * w * c)
     return tuple(sizes) + tuple(int(n) for n in dense_sizes)
+
+
+_CONV_LAYER = re.compile(r"(\d+)c(\d+)(?:p(\d+))?")
+
+
+def parse_conv_layers(text: str) -> tuple[tuple[int, int, int], ...]:
+    """"32c5p2,64c5p2" -> ((32, 5, 2), (64, 5, 2)): out_channels c kernel [p pool]; no p is
+    pool 1 (none). ValueError naming the layer that does not parse."""
+    layers = []
+    for i, part in enumerate(p.strip() for p in text.split(",")):
+        match = _CONV_LAYER.fullmatch(part)
+        if not match:
+            raise ValueError(f"conv: layer {i} {part!r} is not OUTcKERNEL[pPOOL] (e.g. 32c5p2)")
+        out, kernel, pool = match.groups()
+        layers.append((int(out), int(kernel), int(pool or 1)))
+    return tuple(layers)
+
+
+def format_conv_layers(layers) -> str:
+    """Inverse of `parse_conv_layers`."""
+    return ",".join(f"{o}c{k}" + (f"p{q}" if q > 1 else "") for o, k, q in layers)
+
 
 # Widths above this could overflow the golden model's int64 arithmetic.
 _MAX_DERIVED_BITS = 62
@@ -602,6 +627,22 @@ def digits_config(**overrides) -> NSMConfig:
                 name="digits")
     base.update(overrides)
     return NSMConfig(**base)
+
+
+# The digits CNN 8x8x4-8c3-p2-16c3-p2-64-10: 8x8 pixels of 4 thermometer levels (4 input
+# channels), small enough for the digits boards' weight memory.
+DIGITS_CONV_LAYERS = ((8, 3, 2), (16, 3, 2))
+DIGITS_CONV_HIDDEN = (64,)
+
+
+def digits_conv_config(**overrides) -> NSMConfig:
+    """The digits CNN (`DIGITS_CONV_LAYERS`, then `DIGITS_CONV_HIDDEN`) at the digits lanes."""
+    shape = (8, 8, THERMOMETER_LEVELS_DIGITS)
+    base = dict(layer_sizes=conv_layer_sizes(shape, DIGITS_CONV_LAYERS,
+                                             (*DIGITS_CONV_HIDDEN, 10)),
+                conv_layers=DIGITS_CONV_LAYERS, input_shape=shape, name="digits-conv")
+    base.update(overrides)
+    return digits_config(**base)
 
 
 def paper_config(**overrides) -> NSMConfig:

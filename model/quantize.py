@@ -11,6 +11,12 @@ a_i -> round(a_i * 2**a_frac). The output layer gets one scale for the whole lay
 the logits is kept). Rounding is `model.fixed`'s half-to-even, then saturation; the report
 counts saturated values per layer.
 
+Conv networks (`model.conv.ConvNet`) quantize the same way, layer by layer (`quantize_nsm`):
+a conv layer's row o is output channel o, its column (ty * k + tx) * C_in + c the kernel weight
+at tap (ty, tx), input channel c (docs/contract.md, "Conv layers"), and the first dense layer
+after the convs has its columns permuted from torch's (channel, y, x) flatten order to the
+contract's position-major (y, x, channel) order of the pooled states.
+
 `evaluate_quantized_torch` runs the quantized integer model in PyTorch with ideal (exact,
 independent) Bernoulli noise per synapse or per input, for comparison with the golden model;
 `evaluate_quantized` gives the accuracy at several K from one pass, with that ideal noise or
@@ -45,17 +51,77 @@ def p_fields(p: float, max_bits: int = 16) -> tuple[int, int]:
                       f"probability is p_keep / 2**p_bits")
 
 
-def quantize_nsm(model, config: NSMConfig):
-    """(QuantizedNSM, report) of a trained `model.nsm.NSMNet` for `config`.
+def _hidden_layers(model) -> list:
+    """The NSM hidden layers of an `NSMNet` or a `ConvNet`, in order."""
+    return list(model.hidden_layers()) if hasattr(model, "hidden_layers") else list(model.hidden)
 
-    Refuses (ConfigError) a model whose shape, noise mode, noise distribution or p differ from
-    the configuration's. The report has per-layer scales and saturation counts.
+
+def conv_weight_rows(w: np.ndarray) -> np.ndarray:
+    """torch's conv weight (C_out, C_in, k, k) -> the contract's rows (C_out, k * k * C_in):
+    column (ty * k + tx) * C_in + c holds w[o, c, ty, tx]."""
+    c_out, c_in, k, _ = w.shape
+    return np.ascontiguousarray(w.transpose(0, 2, 3, 1).reshape(c_out, k * k * c_in))
+
+
+def position_major_columns(w: np.ndarray, shape) -> np.ndarray:
+    """A dense weight (N_out, C * H * W) reading torch's flattened (C, H, W) states -> the same
+    weights reading the position-major states of `shape` = (H, W, C): column (y * W + x) * C + c
+    holds w[:, c * H * W + y * W + x]."""
+    h, w_, c = shape
+    return np.ascontiguousarray(w.reshape(-1, c, h, w_).transpose(0, 2, 3, 1).reshape(
+        w.shape[0], h * w_ * c))
+
+
+def _check_conv_shape(model, config: NSMConfig) -> None:
+    """The conv layers and input shape of the model (none for an NSMNet) are the config's."""
+    conv = tuple(getattr(model, "conv_layers", ()))
+    shape = tuple(getattr(model, "input_shape", ())) if conv else ()
+    if conv != config.conv_layers:
+        raise ConfigError(f"conv_layers: model has {conv}, configuration has "
+                          f"{config.conv_layers}")
+    if conv and shape != config.input_shape:
+        raise ConfigError(f"input_shape: model has {shape}, configuration has "
+                          f"{config.input_shape}")
+
+
+def _eq5_rows(config: NSMConfig, l: int, layer):
+    """(w, a, b) of hidden layer l as the contract's rows (N_out, fan_in), float64."""
+    w, a, b = (t.numpy() for t in layer.eq5_parameters())
+    if config.is_conv(l):
+        return conv_weight_rows(w), a, b
+    return _dense_columns(config, l, w), a, b
+
+
+def _dense_columns(config: NSMConfig, l: int, w: np.ndarray) -> np.ndarray:
+    """Dense layer l's weight with columns in the contract's order: the layer right after the
+    convs reads the pooled position-major states of the last one."""
+    if config.n_conv and l == config.n_conv:
+        return position_major_columns(w, config.conv_shape(l - 1).out_shape)
+    return w
+
+
+def quantize_nsm(model, config: NSMConfig):
+    """(QuantizedNSM, report) of a trained `model.nsm.NSMNet` or `model.conv.ConvNet` (nsm
+    kind) for `config`.
+
+    Every hidden row o (a conv layer: output channel o) gets its own positive scale s_o =
+    max |w_o| / w_max for w_o and b_o. This keeps the sign of every u: u of row o at any
+    output position is S + floor(a D) + b, which a positive scale of w_o and b_o multiplies as a
+    whole (a_o is scale-free), so the states z = sgn(u), and with them the max pooling (the OR
+    of the states) and everything downstream, are those of the float layer up to rounding. A
+    conv row serves every position, so the scale is one per output channel, not per position.
+
+    Refuses (ConfigError) a model whose shape (layer sizes, conv layers, input shape), noise
+    mode, noise distribution or p differ from the configuration's. The report has per-layer
+    scales and saturation counts.
     """
     sizes = tuple(model.sizes)
     if sizes != config.layer_sizes:
         raise ConfigError(f"layer_sizes: model has {sizes}, configuration has "
                           f"{config.layer_sizes}")
-    for l, layer in enumerate(model.hidden):
+    _check_conv_shape(model, config)
+    hidden = _hidden_layers(model)
+    for l, layer in enumerate(hidden):
         if layer.dist != "bernoulli":
             raise ConfigError(f"layer {l}: {layer.dist} noise, the hardware does blank-out "
                               f"(bernoulli) only")
@@ -68,9 +134,9 @@ def quantize_nsm(model, config: NSMConfig):
     w_max = config.w_max
     weights, a_ints, biases, layers_report = [], [], [], []
 
-    # -- hidden layers: one scale per row --
-    for l, layer in enumerate(model.hidden):
-        w, a, b = (t.numpy() for t in layer.eq5_parameters())
+    # -- hidden layers: one scale per row (per output channel in a conv layer) --
+    for l, layer in enumerate(hidden):
+        w, a, b = _eq5_rows(config, l, layer)
         row_max = np.abs(w).max(axis=1)
         scale = np.where(row_max > 0, row_max / w_max, 1.0)
         w_int = saturate(round_half_even(w / scale[:, None]), config.weight_bits)
@@ -78,7 +144,8 @@ def quantize_nsm(model, config: NSMConfig):
         b_raw = round_half_even(b / scale)
         b_int = saturate(b_raw, config.bias_bits)
         weights.append(w_int), a_ints.append(a_int), biases.append(b_int)
-        layers_report.append({"layer": l, "kind": "hidden", "scale_min": float(scale.min()),
+        layers_report.append({"layer": l, "kind": "conv" if config.is_conv(l) else "hidden",
+                              "scale_min": float(scale.min()),
                               "scale_max": float(scale.max()),
                               "weight_saturated": int(np.count_nonzero(np.abs(w_int) > w_max)),
                               "a_saturated": a_sat,
@@ -86,14 +153,14 @@ def quantize_nsm(model, config: NSMConfig):
                               "a_min": float(a.min()), "a_max": float(a.max())})
 
     # -- output layer: one scale for the layer, no a_i --
-    w = model.output.weight.detach().double().numpy()
+    w = _dense_columns(config, len(hidden), model.output.weight.detach().double().numpy())
     b = model.output.bias.detach().double().numpy()
     scale = float(np.abs(w).max()) / w_max or 1.0
     w_int = saturate(round_half_even(w / scale), config.weight_bits)
     b_raw = round_half_even(b / scale)
     b_int = saturate(b_raw, config.bias_bits)
     weights.append(w_int), a_ints.append(np.zeros(w.shape[0], np.int64)), biases.append(b_int)
-    layers_report.append({"layer": len(model.hidden), "kind": "output", "scale": scale,
+    layers_report.append({"layer": len(hidden), "kind": "output", "scale": scale,
                           "weight_saturated": 0, "a_saturated": 0,
                           "bias_saturated": int(np.count_nonzero(b_int != b_raw))})
 
@@ -144,6 +211,9 @@ def quantized_scores_torch(q: QuantizedNSM, x_pm1, samples: int, seed: int,
         for sample in range(samples):
             z = z0
             for l in cfg.hidden_layers:
+                if cfg.is_conv(l):
+                    z = _conv_states_torch(cfg, l, w[l], a[l], b[l], z, gen, dt)
+                    continue
                 shape = ((len(z), cfg.fan_out(l), cfg.fan_in(l)) if cfg.noise == "synapse"
                          else (len(z), 1, cfg.fan_in(l)))
                 r = torch.randint(0, 1 << cfg.p_bits, shape, generator=gen)
@@ -163,6 +233,26 @@ def quantized_scores_torch(q: QuantizedNSM, x_pm1, samples: int, seed: int,
     scores = {k: (torch.cat(v).numpy() if v else np.zeros((0, cfg.n_classes), np.int64))
               for k, v in out.items()}
     return scores if ks is not None else scores[samples]
+
+
+def _conv_states_torch(cfg: NSMConfig, l: int, w, a, b, z, gen, dt):
+    """The pooled states (n, N_{l+1}) of conv layer l on states z (n, N_l), exact integers with
+    one ideal Bernoulli xi per (image, output channel, position, synapse)."""
+    from .golden import conv_windows
+
+    shape = cfg.conv_shape(l)
+    win = torch.from_numpy(conv_windows(cfg, l, z.numpy().astype(np.int8))).to(dt)
+    n, positions, fan_in = win.shape
+    r = torch.randint(0, 1 << cfg.p_bits, (n, positions, shape.out_channels, fan_in),
+                      generator=gen)
+    kept = (r < cfg.p_keep).to(dt).mul_(w)                        # (n, pos, C_out, fan_in)
+    s = torch.matmul(kept, win.unsqueeze(3))[..., 0].round().long()  # (n, pos, C_out)
+    d = torch.matmul(win, w.T).round().long()
+    u = s + torch.div(a * d, 1 << cfg.a_frac, rounding_mode="floor") + b
+    states = torch.where(u >= 0, 1.0, -1.0).to(dt)
+    q, h, w_, c = shape.pool, shape.height, shape.width, shape.out_channels
+    # Max pooling of +-1 states: the OR of the q x q window, position-major as the contract.
+    return states.reshape(n, h // q, q, w_ // q, q, c).amax(dim=(2, 4)).reshape(n, -1)
 
 
 def golden_results(q: QuantizedNSM, x_pm1, samples: int, chunk: int = 100,

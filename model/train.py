@@ -32,6 +32,7 @@ from tqdm import tqdm
 from . import data as datamod
 from . import distributed
 from .baselines import BinaryNet, FloatMLP, StNN
+from .config import DIGITS_CONV_HIDDEN, DIGITS_CONV_LAYERS
 from .nsm import ESTIMATORS, NSMNet, data_dependent_init
 
 __all__ = ["MODELS", "ARCHS", "LR_SCHEDULES", "SPLIT_SEED", "TrainOptions", "recipe",
@@ -40,7 +41,8 @@ __all__ = ["MODELS", "ARCHS", "LR_SCHEDULES", "SPLIT_SEED", "TrainOptions", "rec
            "DeviceError", "lr_factor", "main"]
 
 MODELS = ("nsm", "stnn", "binary", "mlp")
-# "fc": hidden layers of `hidden` neurons; "conv": the paper's 32c5-p2-64c5-p2-1024-10.
+# "fc": hidden layers of `hidden` neurons; "conv": the conv layers of `conv` (by default the
+# paper's 32c5-p2-64c5-p2), then the dense hidden layers of `hidden` (by default 1024).
 ARCHS = ("fc", "conv")
 # "linear": lr decays linearly to 0 over the run; "step": halved every `lr_step` epochs (the
 # schedule of the paper's public code); "cosine": half a cosine to 0; "constant".
@@ -60,7 +62,10 @@ class TrainOptions:
     data_dir: str | None = None
     model: str = "nsm"
     arch: str = "fc"
-    hidden: tuple[int, ...] = (100, 100)
+    # Dense hidden layers; None: 100,100 (fc) or the paper's 1024 after the convs (conv).
+    hidden: tuple[int, ...] | None = None
+    # Conv layers (out_channels, kernel, pool) of arch conv; None: the paper's 32c5p2,64c5p2.
+    conv: tuple[tuple[int, int, int], ...] | None = None
     noise: str = "synapse"
     dist: str = "bernoulli"
     p: float = 0.5
@@ -114,7 +119,15 @@ class TrainOptions:
     progress: bool = True
 
     def __post_init__(self):
+        from .conv import CONV_HIDDEN, CONV_LAYERS
+        if self.hidden is None:
+            self.hidden = (CONV_HIDDEN,) if self.arch == "conv" else (100, 100)
         self.hidden = tuple(int(h) for h in self.hidden)
+        if self.arch == "conv" and self.conv is None:
+            self.conv = CONV_LAYERS
+        if self.arch != "conv" and self.conv:
+            raise ValueError("conv: conv layers need arch conv")
+        self.conv = tuple(tuple(int(v) for v in layer) for layer in self.conv or ())
         self.eval_samples = tuple(int(k) for k in self.eval_samples)
         if self.model not in MODELS:
             raise ValueError(f"model: must be one of {MODELS}, got {self.model!r}")
@@ -163,6 +176,11 @@ class TrainOptions:
             raise ValueError(f"quantized_max_k: must be >= 1, got {self.quantized_max_k}")
 
     @property
+    def quantizable(self) -> bool:
+        """Whether the run makes a hardware model: a blank-out bNSM (fc or conv)."""
+        return self.model == "nsm" and self.dist == "bernoulli" and self.quantize
+
+    @property
     def run_name(self) -> str:
         arch = "-conv" if self.arch == "conv" else ""
         kind = self.model + ("-ste" if self.model == "nsm" and self.estimator == "ste" else "")
@@ -183,6 +201,8 @@ _RECIPES = {
                           quantized_max_k=16, quantized_noise="lfsr", input_flip=0.05),
     ("mnist", "conv"): dict(arch="conv", encoding="threshold", levels=1, lr=3e-4, epochs=2,
                             eval_samples=(1, 16, 100), quantize=False),
+    # The digits CNN of model.config (8c3-p2-16c3-p2-64-10 on 4 thermometer levels).
+    ("digits", "conv"): dict(arch="conv", conv=DIGITS_CONV_LAYERS, hidden=DIGITS_CONV_HIDDEN),
 }
 _RECIPES[("fashion-mnist", "fc")] = dict(_RECIPES[("mnist", "fc")])
 _RECIPES[("fashion-mnist", "conv")] = dict(_RECIPES[("mnist", "conv")])
@@ -266,7 +286,8 @@ def build_model(opts: TrainOptions, n_inputs: int, n_classes: int):
         from .conv import ConvNet
         levels = opts.levels if opts.encoding == "thermometer" else 1
         return ConvNet(n_inputs, n_classes, opts.model, levels, noise=opts.noise,
-                       dist=opts.dist, p=opts.p, sigma=opts.sigma, estimator=opts.estimator)
+                       dist=opts.dist, p=opts.p, sigma=opts.sigma, estimator=opts.estimator,
+                       conv=opts.conv, hidden=opts.hidden)
     sizes = (n_inputs, *opts.hidden, n_classes)
     if opts.model == "nsm":
         return NSMNet(sizes, noise=opts.noise, dist=opts.dist, p=opts.p, sigma=opts.sigma,
@@ -355,8 +376,8 @@ def load_checkpoint(path):
 
 def _check_resume(ckpt: dict, opts: TrainOptions) -> None:
     saved = TrainOptions(**ckpt["options"])
-    for key in ("model", "arch", "hidden", "noise", "dist", "encoding", "levels", "dataset",
-                "estimator", "stnn_bias"):
+    for key in ("model", "arch", "hidden", "conv", "noise", "dist", "encoding", "levels",
+                "dataset", "estimator", "stnn_bias"):
         if getattr(saved, key) != getattr(opts, key):
             raise ValueError(f"resume: checkpoint has {key}={getattr(saved, key)!r}, "
                              f"options say {getattr(opts, key)!r}")
@@ -478,8 +499,7 @@ def train_model(opts: TrainOptions | None = None, **kw):
                "test_images": len(y_te),
                "preact_percentiles": preact_trace,
                "test_accuracy": {str(k): acc[k] for k in opts.eval_samples}}
-    if (opts.model == "nsm" and opts.arch == "fc" and opts.dist == "bernoulli"
-            and opts.quantize):
+    if opts.quantizable:
         model.cpu()
         metrics["quantized"] = _quantize_and_evaluate(model, opts, x_te, y_te, run_dir)
         model.to(device)
@@ -490,8 +510,18 @@ def train_model(opts: TrainOptions | None = None, **kw):
     return model, metrics
 
 
+def _trained_sizes(opts: TrainOptions, pixels: int, levels: int, n_classes: int):
+    """The layer sizes a run of `opts` trains (conv: the pooled states of each conv layer)."""
+    if opts.arch == "conv":
+        from .config import conv_layer_sizes
+        side = math.isqrt(pixels)
+        return conv_layer_sizes((side, side, levels), opts.conv, (*opts.hidden, n_classes))
+    return (pixels * levels, *opts.hidden, n_classes)
+
+
 def hardware_config(opts: TrainOptions, sizes, **overrides):
-    """The NSMConfig a run of `opts` is quantized for (`sizes`: the trained layer sizes).
+    """The NSMConfig a run of `opts` is quantized for (`sizes`: the trained layer sizes; with
+    arch conv also the conv layers and input shape of `opts`).
 
     The data set's network (digits or the paper's) at `opts.lanes`, by default the lane count
     of `digits_config`, the most the iCEBreaker's UP5K holds, so that every trained model can go
@@ -510,6 +540,10 @@ def hardware_config(opts: TrainOptions, sizes, **overrides):
     fields = dict(layer_sizes=tuple(sizes), lanes=opts.lanes or digits_config().lanes,
                   weight_bits=opts.weight_bits, noise=opts.noise, p_bits=p_bits, p_keep=p_keep,
                   name=opts.run_name)
+    if opts.arch == "conv":
+        levels = opts.levels if opts.encoding == "thermometer" else 1
+        side = math.isqrt(sizes[0] // levels)
+        fields.update(conv_layers=opts.conv, input_shape=(side, side, levels))
     fields.update(overrides)
     return hardware(**fields)
 
@@ -541,8 +575,17 @@ def _int_list(text: str, low: int = 1) -> tuple[int, ...]:
     return values
 
 
+def _conv_list(text: str) -> tuple[tuple[int, int, int], ...]:
+    from .config import parse_conv_layers
+    try:
+        return parse_conv_layers(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("conv: ")) from None
+
+
 # TrainOptions / configuration field -> the option that sets it, for messages.
-_OPTION_OF = {"weight_bits": "--weight-bits", "p": "--p", "p_keep": "--p", "p_bits": "--p",
+_OPTION_OF = {"conv": "--conv", "conv_layers": "--conv", "input_shape": "--conv",
+              "weight_bits": "--weight-bits", "p": "--p", "p_keep": "--p", "p_bits": "--p",
               "layer_sizes": "--hidden", "hidden": "--hidden", "levels": "--levels",
               "input_flip": "--input-flip", "weight_decay": "--weight-decay",
               "augment_shift": "--augment-shift", "encoding": "--encoding",
@@ -572,9 +615,13 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--model", choices=MODELS, default=d.model,
                     help="bNSM or a baseline (StNN, binary STE, float MLP)")
     ap.add_argument("--arch", choices=ARCHS, default=d.arch,
-                    help="fc: --hidden layers; conv: the paper's 32c5-p2-64c5-p2-1024-10")
-    ap.add_argument("--hidden", type=_int_list, default=",".join(map(str, d.hidden)),
-                    help="hidden layer sizes, e.g. 100,100")
+                    help="fc: --hidden layers; conv: --conv layers, then --hidden layers")
+    ap.add_argument("--hidden", type=_int_list, default=None,
+                    help="dense hidden layer sizes, e.g. 100,100 (default 100,100; with --arch "
+                         "conv the paper's 1024)")
+    ap.add_argument("--conv", type=_conv_list, default=None,
+                    help="--arch conv: conv layers OUTcKERNEL[pPOOL], e.g. 8c3p2,16c3p2 "
+                         "(default: the paper's 32c5p2,64c5p2)")
     ap.add_argument("--noise", choices=("synapse", "input"), default=d.noise,
                     help="NSM noise: one draw per synapse or per input")
     ap.add_argument("--dist", choices=("bernoulli", "gaussian"), default=d.dist,
@@ -657,16 +704,21 @@ def _check_options(ap: argparse.ArgumentParser, opts: TrainOptions) -> None:
                  "fashion-mnist")
     if opts.out is not None and Path(opts.out).exists() and not Path(opts.out).is_dir():
         ap.error(f"--out: {opts.out} is a file, not a folder")
-    if (opts.model == "nsm" and opts.arch == "fc" and opts.dist == "bernoulli"
-            and opts.quantize):
+    if opts.arch == "conv":
+        from .conv import check_conv_layers
+        try:
+            check_conv_layers(opts.conv, opts.hidden, math.isqrt(datamod.PIXELS[opts.dataset]))
+        except ValueError as e:
+            _field_error(ap, e)
+    if opts.quantizable:
         # The configuration the run will be quantized for, built now from the data set's
         # shape, so that --weight-bits or --p the hardware cannot take stop the run up front.
         from .config import ConfigError
         try:
             levels = 1 if opts.encoding == "threshold" else opts.levels
             n_classes = len(datamod.CLASS_NAMES[opts.dataset])
-            hardware_config(opts, (datamod.PIXELS[opts.dataset] * levels, *opts.hidden,
-                                   n_classes))
+            hardware_config(opts, _trained_sizes(opts, datamod.PIXELS[opts.dataset], levels,
+                                                 n_classes))
         except ConfigError as e:
             _field_error(ap, e)
 
@@ -682,7 +734,7 @@ def parse_args(argv=None) -> TrainOptions:
                             limit_test=a.limit_test, quantize=a.quantize,
                             quantized_max_k=a.quantized_max_k,
                             quantized_noise=a.quantized_noise, lanes=a.lanes,
-                            hidden=a.hidden, noise=a.noise, dist=a.dist, p=a.p,
+                            hidden=a.hidden, conv=a.conv, noise=a.noise, dist=a.dist, p=a.p,
                             activation=a.activation, levels=a.levels,
                             encoding=a.encoding or ("threshold" if a.dataset != "digits"
                                                     else TrainOptions.encoding),

@@ -6,10 +6,11 @@ import pytest
 from firmware.image import (CRC_BYTES, FORMAT_VERSION, HEADER_BYTES, ImageError, body_bytes,
                             check_image, image_bytes, image_crc, read_header, read_image,
                             write_image)
-from firmware.image_format import FIELD_OFFSETS, header_length, image_body, image_sections
+from firmware.image_format import (FIELD_OFFSETS, header_length, image_body, image_sections,
+                                   section_words)
 from hw.protocol import IMAGE_CRC
 from model.meta import DataSpec
-from model.config import NSMConfig, digits_config, paper_config
+from model.config import NSMConfig, conv_layer_sizes, digits_config, paper_config
 from model.params import QuantizedNSM
 
 SEED = 20261122
@@ -25,6 +26,13 @@ CONFIGS = {
                           bias_bits=32, lfsr_width=32),
     "P3-M2": NSMConfig((10, 7, 5, 3), lanes=3, weight_bits=5, inputs_per_cycle=3,
                        parallel_samples=2, samples=3, lfsr_width=13),
+    # P = 2 does not divide the 3 input channels: the weight words hold zero channels.
+    "conv-P2": NSMConfig(conv_layer_sizes((4, 4, 3), ((5, 3, 2), (4, 1, 1)), (6, 3)),
+                         conv_layers=((5, 3, 2), (4, 1, 1)), input_shape=(4, 4, 3), lanes=3,
+                         weight_bits=6, inputs_per_cycle=2, lfsr_width=13),
+    "digits-conv": digits_config(layer_sizes=conv_layer_sizes((8, 8, 4), ((8, 3, 2),
+                                                                          (16, 3, 2)), (64, 10)),
+                                 conv_layers=((8, 3, 2), (16, 3, 2)), input_shape=(8, 8, 4)),
 }
 
 
@@ -89,7 +97,10 @@ def test_layout_header_and_first_words():
     assert image[16:18] == bytes([0, 0])          # no data spec
     assert HEADER_BYTES == 18
     assert image[18:24] == bytes([3, 0, 2, 0, 2, 0])
-    body = image[24:-4]
+    assert image[24:30] == bytes(6)                 # no input shape
+    assert image[30] == 0                           # no conv layers
+    assert header_length(config) == 31
+    body = image[31:-4]
     # weights: word j of layer 0 = lane 0 w[0, j] in bits 0..3, lane 1 w[1, j] in bits 4..7.
     assert body[0] == (1 & 15) | ((-7 & 15) << 4)
     assert body[1] == (-2 & 15) | (0 << 4)
@@ -123,6 +134,71 @@ def test_weight_words_of_several_inputs_per_cycle():
     raw[header_length(config) + 3] |= 0x10       # lane 1, c = 1, p = 1: input 3 of 3
     with pytest.raises(ImageError, match="positions past the 3 inputs"):
         read_image(_recrc(bytes(raw)), config)
+
+
+def _conv_tiny():
+    """One 3x3 conv layer of 2 channels on 2x2x3 inputs, P = 2: chunks of channels (0, 1) and
+    (2, none) per tap."""
+    shape, conv = (2, 2, 3), ((2, 3, 1),)
+    return NSMConfig(conv_layer_sizes(shape, conv, (2,)), conv_layers=conv, input_shape=shape,
+                     lanes=2, weight_bits=6, inputs_per_cycle=2, lfsr_width=9)
+
+
+def test_conv_header_describes_the_network():
+    config = _conv_tiny()
+    image = write_image(_params(config))
+    at = HEADER_BYTES + 2 * len(config.layer_sizes)
+    assert image[at:at + 6] == bytes([2, 0, 2, 0, 3, 0])          # input shape 2x2x3
+    assert image[at + 6] == 1                                      # one conv layer
+    assert image[at + 7:at + 11] == bytes([2, 0, 3, 1])            # 2 channels, 3x3, no pool
+    assert header_length(config) == at + 11
+    header = read_header(image)
+    assert (header.input_shape, header.conv_layers) == ((2, 2, 3), ((2, 3, 1),))
+    assert read_header(write_image(_params(digits_config()))).conv_layers == ()
+
+
+def test_conv_weight_words_follow_the_contract():
+    """Word weight_base + g * chunks + c, c = tap * ceil(C_in / P) + h, lane k, position p holds
+    w[g * lanes + k, tap * C_in + h * P + p], 0 for channels past C_in: written out by loops."""
+    config = _conv_tiny()
+    params = _params(config)
+    words = section_words(config, image_body(config, write_image(params)))["weights"]
+    P, lanes, bits = config.inputs_per_cycle, config.lanes, config.weight_bits
+    c_in, cc = 3, config.channel_chunks(0)
+    assert (cc, config.chunks(0)) == (2, 18)
+    for g in range(config.groups(0)):
+        for c in range(config.chunks(0)):
+            tap, h = divmod(c, cc)
+            word = words[config.weight_base(0) + g * config.chunks(0) + c]
+            for k in range(lanes):
+                for p in range(P):
+                    channel = h * P + p
+                    want = (params.weights[0][g * lanes + k, tap * c_in + channel]
+                            if channel < c_in else 0)
+                    got = word >> ((k * P + p) * bits) & ((1 << bits) - 1)
+                    assert got == want & ((1 << bits) - 1), (g, c, k, p)
+    assert _equal(read_image(write_image(params), config), params)
+    # A set weight in a channel past C_in (tap 0, h = 1, p = 1, lane 0) is refused.
+    raw = bytearray(write_image(params))
+    at = header_length(config) + (config.weight_base(0) + 1) * config.weight_word_bits // 8
+    raw[at] |= 1 << bits                                        # lane 0, position 1
+    with pytest.raises(ImageError, match="channels past the 3 input channels"):
+        read_image(_recrc(bytes(raw)), config)
+
+
+@pytest.mark.parametrize("other", ["conv-layers", "input-shape"])
+def test_conv_network_mismatch_is_refused(other):
+    config = _conv_tiny()
+    image = bytearray(write_image(_params(config)))
+    at = HEADER_BYTES + 2 * len(config.layer_sizes)
+    field = {"conv-layers": at + 10, "input-shape": at}[other]     # pool, height
+    image[field] ^= 0x04
+    message = {"conv-layers": r"^image conv layers \(\(2, 3, 5\),\) do not match",
+               "input-shape": r"^image input shape \(6, 2, 3\) does not match"}[other]
+    with pytest.raises(ImageError, match=message) as e:
+        # The identity is the configuration's: the header's description itself is compared.
+        read_image(_recrc(bytes(image)), config)
+    assert e.value.reason == "config"
 
 
 def test_crc_is_the_protocol_crc(digits_image):
@@ -191,21 +267,49 @@ def test_bad_magic(digits_image):
 
 def test_other_version(digits_image):
     _, image = digits_image
-    with pytest.raises(ImageError, match=r"^image format version 7, this tool reads version 2 "):
+    with pytest.raises(ImageError, match=r"^image format version 7, this tool reads version 3 "):
         read_image(_recrc(image[:4] + (7).to_bytes(2, "little") + image[6:]), digits_config())
 
 
-def test_version_1_image_is_refused_naming_both_versions(digits_image):
-    """A version-1 image (16-byte header: no data length) as the previous writer made it."""
-    _, image = digits_image
+def _version_2_image(image: bytes) -> bytes:
+    """The version-2 image of the same parameters, as the previous writer made it: the header
+    ends after the layer sizes (no input shape, no conv layers)."""
+    sizes_end = HEADER_BYTES + 2 * len(digits_config().layer_sizes)
+    old = (image[:4] + (2).to_bytes(2, "little") + image[6:sizes_end]
+           + image[header_length(digits_config()):-CRC_BYTES])
+    return _recrc(old + bytes(CRC_BYTES))
+
+
+def _version_1_image(image: bytes) -> bytes:
+    """A version-1 image (16-byte header: no data length, no network description)."""
     header = FIELD_OFFSETS["data_length"][0]
-    old = image[:4] + (1).to_bytes(2, "little") + image[6:header] + image[header + 2:]
-    old = _recrc(old)
-    message = r"^image format version 1, this tool reads version 2 \(export the image again"
+    sizes_end = HEADER_BYTES + 2 * len(digits_config().layer_sizes)
+    old = (image[:4] + (1).to_bytes(2, "little") + image[6:header] + image[header + 2:sizes_end]
+           + image[header_length(digits_config()):])
+    return _recrc(old)
+
+
+@pytest.mark.parametrize("version", [1, 2], ids=["version-1", "version-2"])
+def test_old_version_image_is_refused_naming_both_versions(digits_image, version):
+    _, image = digits_image
+    old = {1: _version_1_image, 2: _version_2_image}[version](image)
+    message = (rf"^image format version {version}, this tool reads version 3 \(export the "
+               rf"image again from its quantized model\)$")
     for check in (lambda d: read_image(d, digits_config()), read_image, check_image):
         with pytest.raises(ImageError, match=message) as e:
             check(old)
         assert e.value.reason == "version"
+
+
+@pytest.mark.parametrize("bit", [0, 1, 2], ids=["bit-0", "bit-1", "bit-2"])
+def test_flipped_version_bit_is_damage_not_another_version(digits_image, bit):
+    """3 flipped in one bit is 2, 1 or 7: without a matching CRC-32 it is a damaged image."""
+    _, image = digits_image
+    damaged = bytearray(image)
+    damaged[FIELD_OFFSETS["version"][0]] ^= 1 << bit
+    with pytest.raises(ImageError, match="^image corrupted: CRC-32") as e:
+        read_image(bytes(damaged), digits_config())
+    assert e.value.reason == "crc"
 
 
 def test_data_spec_travels_with_the_image():
@@ -299,7 +403,7 @@ def test_set_padding_bits_refused():
 def test_out_of_range_weight_refused():
     config = CONFIGS["input-noise"]      # 5-bit weights: -16 is outside the symmetric range
     image = bytearray(write_image(_params(config)))
-    at = HEADER_BYTES + 2 * 3
+    at = header_length(config)
     image[at] = (image[at] & 0xE0) | 0x10
     with pytest.raises(ImageError, match=r"^image holds invalid parameters: weights\[0\]: values "
                                          r"outside \[-15, 15\]"):

@@ -2,6 +2,7 @@
 per-K evaluation, the recipe the main job uses."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -71,7 +72,7 @@ def test_ste_estimator_changes_only_the_gradient():
 
 @pytest.mark.parametrize("model", ["nsm", "mlp", "binary"])
 def test_conv_net_shapes_and_init(model):
-    net = ConvNet(16 * 16, 10, model, channels=(4, 8), hidden=12)
+    net = ConvNet(16 * 16, 10, model, conv=((4, 5, 2), (8, 5, 2)), hidden=(12,))
     x = _pm1((6, 256), 3)
     if model == "nsm":
         data_dependent_init(net, x)
@@ -86,15 +87,44 @@ def test_conv_net_refuses_non_square_inputs():
 
 def test_conv_cli_trains_and_writes_metrics(tmp_path):
     out = tmp_path / "conv"
-    code = main(["--dataset", "digits", "--arch", "conv", "--model", "nsm", "--encoding",
-                 "threshold", "--levels", "1", "--epochs", "1", "--limit-train", "200",
+    code = main(["--dataset", "digits", "--arch", "conv", "--conv", "4c3p2,8c3", "--hidden",
+                 "16", "--model", "nsm", "--epochs", "1", "--limit-train", "200",
                  "--limit-test", "50", "--eval-samples", "1,4", "--out", str(out),
                  "--no-progress"])
     assert code == 0
     import json
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["options"]["arch"] == "conv" and "quantized" not in metrics
+    assert metrics["options"]["arch"] == "conv"
+    assert metrics["options"]["conv"] == [[4, 3, 2], [8, 3, 1]]
     assert set(metrics["test_accuracy"]) == {"1", "4"}
+    # A conv bNSM is quantized for the hardware: its configuration has the conv layers.
+    config = metrics["quantized"]["config"]
+    assert config["conv_layers"] == [[4, 3, 2], [8, 3, 1]] and config["input_shape"] == [8, 8, 4]
+    assert config["layer_sizes"] == [256, 64, 128, 16, 10]
+    assert set(metrics["quantized"]["test_accuracy"]) == {"1", "4"}
+
+
+def test_conv_net_defaults_to_the_papers_layers():
+    from model.train import TrainOptions
+    opts = TrainOptions(arch="conv")
+    assert (opts.conv, opts.hidden) == (((32, 5, 2), (64, 5, 2)), (1024,))
+    assert TrainOptions().hidden == (100, 100) and TrainOptions().conv == ()
+    assert (recipe("digits", "conv").conv, recipe("digits", "conv").hidden) == (
+        ((8, 3, 2), (16, 3, 2)), (64,))
+    with pytest.raises(ValueError, match="^conv: conv layers need arch conv$"):
+        TrainOptions(conv=((8, 3, 2),))
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--conv", "8c4p2"], r"argument --conv: layer 0 8c4p2: the kernel must be odd"),
+    (["--conv", "8c3p3"], r"argument --conv: layer 0 8c3p3: pool 3 does not divide its 8x8"),
+    (["--conv", "8x3"], r"argument --conv: layer 0 '8x3' is not OUTcKERNEL"),
+], ids=["even-kernel", "pool-not-dividing", "syntax"])
+def test_conv_option_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--dataset", "digits", "--arch", "conv", *argv, "--no-progress"])
+    assert e.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
 
 
 def test_lr_schedules():

@@ -102,9 +102,22 @@ def test_header_statuses_cover_every_header_byte():
 
     fields = [header_field(i) for i in range(HEADER_BYTES + 4)]
     assert fields[:4] == ["magic"] * 4 and fields[16:18] == ["data_length"] * 2
-    assert fields[18:] == ["layer_sizes"] * 4
+    assert fields[18:] == ["network"] * 4
     assert header_status(7) == Status.IMAGE_MAGIC and header_status(16) is None
     assert header_status(12) == Status.IMAGE_LENGTH and header_status(20) == Status.IMAGE_CONFIG
+    # With a configuration, the network description's fields by name: a conv network's
+    # 4 layer sizes, its input shape, the conv count and its 2 conv layers.
+    from firmware.image_format import header_length
+    from model.config import conv_layer_sizes
+    conv = ((8, 3, 2), (16, 3, 2))
+    cfg = digits_config(layer_sizes=conv_layer_sizes((8, 8, 4), conv, (64, 10)),
+                        conv_layers=conv, input_shape=(8, 8, 4))
+    named = [header_field(i, cfg) for i in range(HEADER_BYTES, header_length(cfg))]
+    assert named == ["layer_sizes"] * 10 + ["input_shape"] * 6 + ["conv_layers"] * 9
+    assert {header_status(i) for i in range(HEADER_BYTES, header_length(cfg))} == {
+        Status.IMAGE_CONFIG}
+    with pytest.raises(ValueError, match="past the 43-byte header"):
+        header_field(header_length(cfg), cfg)
 
 
 NONE_SET = dict(loading=False, image=False, input=False, result=False)

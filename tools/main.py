@@ -1,13 +1,17 @@
 """The main job: from a data set to the simulated accelerator, in one command.
 
     nsm-main [--dataset digits|mnist|fashion-mnist] [--data-dir DIR] [--out runs/main]
+             [--arch fc|conv] [--conv 8c3p2,16c3p2] [--hidden 64] [--device rtl|model]
              [--epochs N] [--images N] [--seed S] [--boards]
 
-(`python -m tools.main` is the same.) Stages (each with a progress bar): train a bNSM, quantize
-it to the hardware's fixed point, export the weight image, generate the Verilog, build the
-Verilator model, load the image through the host tool into the simulated accelerator, classify
-held-out test images there and with the golden model, and print one report (also saved as JSON
-and Markdown, with the accuracy-against-K plot).
+(`python -m tools.main` is the same.) Stages (each with a progress bar): train a bNSM (fully
+connected, or with `--arch conv` a conv bNSM of `--conv` layers), quantize it to the hardware's
+fixed point, export the weight image, generate the Verilog, build the Verilator model, load the
+image through the host tool into the simulated accelerator, classify held-out test images there
+and with the golden model, and print one report (also saved as JSON and Markdown, with the
+accuracy-against-K plot). `--device model` runs the same flow on the software model of the
+device (`tools.transport.ModelTransport`: the golden model behind the device's protocol and
+image loader) instead of the Verilog and Verilator stages.
 
 Every accuracy row of the report is computed on the same test images, those of the split the
 model was trained with (`model.train.prepare_data`), and says how many; the report records the
@@ -42,10 +46,31 @@ KS = (1, 4, 16, 100)
 # Test images the RTL classifies by default on the 28x28 sets (each takes the simulated paper
 # network a fraction of a second to seconds, depending on the recipe's lanes); digits: all 360.
 DEFAULT_IMAGES_LARGE = 200
+# Where the report's device runs: the Verilator simulation, or the software model of the device.
+DEVICES = ("rtl", "model")
 PACKAGES = ("torch", "numpy", "scikit-learn", "amaranth", "cocotb", "verilator", "pyserial")
 
 
+def _conv_layers(text: str):
+    from model.config import parse_conv_layers
+    try:
+        return parse_conv_layers(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("conv: ")) from None
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated sizes >= 1, got {text!r}")
+    return sizes
+
+
 def _parser() -> argparse.ArgumentParser:
+    from model.config import format_conv_layers
     from model.data import DATASETS, FASHION_MNIST_DIR
     p = argparse.ArgumentParser(
         prog=prog_name("nsm-main", "tools.main"), formatter_class=HelpFormatter,
@@ -60,6 +85,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("runs/main"),
                    help="output folder for the checkpoint, image, report")
     from model.train import recipe
+    p.add_argument("--arch", choices=("fc", "conv"), default="fc",
+                   help="fc: the data set's fully connected bNSM; conv: conv layers (--conv), "
+                        "then dense hidden layers (--hidden) (model.train.recipe)")
+    p.add_argument("--conv", type=_conv_layers, default=None,
+                   help="with --arch conv: conv layers OUTcKERNEL[pPOOL] (default: "
+                        f"{format_conv_layers(recipe('digits', 'conv').conv)} on digits, the "
+                        f"paper's {format_conv_layers(recipe('mnist', 'conv').conv)} on "
+                        f"mnist/fashion-mnist)")
+    p.add_argument("--hidden", type=_sizes, default=None,
+                   help="dense hidden layer sizes, e.g. 100,100 (default: the recipe's)")
+    p.add_argument("--device", choices=DEVICES, default="rtl",
+                   help="rtl: the Verilator simulation of the accelerator; model: the software "
+                        "model of the device (the golden model behind its protocol), no Verilog")
     p.add_argument("--epochs", type=int_at_least(1), default=None,
                    help=f"training epochs (default: {recipe('digits').epochs} on digits, "
                         f"{recipe('mnist').epochs} on mnist/fashion-mnist: model.train.recipe)")
@@ -88,6 +126,19 @@ def _check_args(parser: argparse.ArgumentParser, args) -> None:
     if args.dataset == "mnist" and args.data_dir is None:
         parser.error("--data-dir: mnist needs the folder of its IDX files (nothing is "
                      "downloaded)")
+    if args.conv is not None and args.arch != "conv":
+        parser.error("--conv: conv layers need --arch conv")
+    if args.arch == "conv":
+        import math
+
+        from model.conv import check_conv_layers
+        from model.data import PIXELS
+        opts = train_options(args)
+        try:
+            check_conv_layers(opts.conv, opts.hidden, math.isqrt(PIXELS[args.dataset]))
+        except ValueError as e:
+            field, _, problem = str(e).partition(": ")
+            parser.error(f"--{field}: {problem}")
 
 
 def train_options(args):
@@ -97,15 +148,16 @@ def train_options(args):
     # where it runs the golden model (noise lfsr) the report's golden row at K=1 reuses it, and
     # the report computes every other row itself.
     overrides = dict(model="nsm", seed=args.seed, out=str(args.out / "train"),
-                     quantized_max_k=1,
+                     quantized_max_k=1, quantize=True,
                      data_dir=str(args.data_dir) if args.data_dir is not None else None)
-    if args.epochs is not None:
-        overrides["epochs"] = args.epochs
+    for name in ("epochs", "conv", "hidden"):
+        if getattr(args, name, None) is not None:
+            overrides[name] = getattr(args, name)
     # The training's own final evaluation on the report's images only (the first N of the
     # test set): it is not part of the report, and on 10000 images it would take long.
     images = args.images if args.images is not None or args.dataset == "digits" \
         else DEFAULT_IMAGES_LARGE
-    return recipe(args.dataset, limit_test=images, **overrides)
+    return recipe(args.dataset, getattr(args, "arch", "fc"), limit_test=images, **overrides)
 
 
 def evaluation_set(opts, images: int | None):
@@ -257,7 +309,7 @@ def run_main_job(args, argv: list[str] | None = None) -> dict:
     from model.train import evaluate_mc, train_model
     from hw.harness import build_harness
     from tools.client import Device
-    from tools.transport import SimTransport
+    from tools.transport import ModelTransport, SimTransport
 
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -269,7 +321,9 @@ def run_main_job(args, argv: list[str] | None = None) -> dict:
     n = len(labels)
 
     # 1. Train the bNSM and quantize it (the training run writes quantized.npz beside it).
-    _stage(f"1/6 train and quantize a bNSM on {args.dataset}")
+    rtl = getattr(args, "device", "rtl") == "rtl"
+    kind = "conv bNSM" if opts.arch == "conv" else "bNSM"
+    _stage(f"1/6 train and quantize a {kind} on {args.dataset}")
     t = time.monotonic()
     model, train_metrics = train_model(opts)
     model_path = out / "train" / "quantized.npz"
@@ -278,13 +332,15 @@ def run_main_job(args, argv: list[str] | None = None) -> dict:
     timings["train_s"] = time.monotonic() - t
     print(config.describe())
 
-    # 2. The weight image and the Verilog.
-    _stage("2/6 export the weight image and generate the Verilog")
+    # 2. The weight image and the Verilog (the RTL device only).
+    _stage("2/6 export the weight image" + (" and generate the Verilog" if rtl else ""))
     image = write_image(params)
     image_path = out / f"{args.dataset}.nsmi"
     image_path.write_bytes(image)
-    verilog_path = write_verilog(config, out / "verilog", baud_divisor=args.baud_divisor)
-    print(f"image {len(image)} bytes -> {image_path}; Verilog -> {verilog_path}")
+    print(f"image {len(image)} bytes -> {image_path}")
+    if rtl:
+        verilog_path = write_verilog(config, out / "verilog", baud_divisor=args.baud_divisor)
+        print(f"Verilog -> {verilog_path}")
 
     # 3. Float and quantized (ideal noise) rows, then the golden model from the seeds the image
     # loads (as the device starts after a load); all on the same n test images.
@@ -299,20 +355,29 @@ def run_main_job(args, argv: list[str] | None = None) -> dict:
     golden_by_k = golden_rows(params, inputs, labels, expected,
                               train_metrics.get("quantized", {}))
 
-    # 4. Verilator model, image loaded through the host tool, every test image classified.
-    _stage("4/6 build the Verilator model of the accelerator")
-    t = time.monotonic()
-    build_harness(config, baud_divisor=args.baud_divisor)
-    timings["verilator_build_s"] = time.monotonic() - t
+    # 4. Verilator model (or the software device), image loaded through the host tool, every
+    # test image classified.
+    if rtl:
+        _stage("4/6 build the Verilator model of the accelerator")
+        t = time.monotonic()
+        build_harness(config, baud_divisor=args.baud_divisor)
+        timings["verilator_build_s"] = time.monotonic() - t
+        transport = SimTransport(config, args.baud_divisor)
+        where = "the simulated accelerator"
+    else:
+        _stage("4/6 the software model of the device (no Verilog, no Verilator)")
+        transport = ModelTransport(config)
+        where = "the software model of the device"
 
-    _stage(f"5/6 load the image and classify {n} test images on the simulated accelerator")
+    _stage(f"5/6 load the image and classify {n} test images on {where}")
     t = time.monotonic()
     rtl_cls, equal, cycles = [], 0, []
     mismatches = []
-    with Device(SimTransport(config, args.baud_divisor)) as device:
+    with Device(transport) as device:
         ident = device.identify()
         device.load_image(image)
-        for i in tqdm(range(n), desc="RTL inference", unit="img"):
+        for i in tqdm(range(n), desc="RTL inference" if rtl else "model device inference",
+                      unit="img"):
             result = device.infer(inputs[i])
             rtl_cls.append(result.cls)
             cycles.append(result.cycles)
@@ -322,7 +387,7 @@ def run_main_job(args, argv: list[str] | None = None) -> dict:
             equal += same
             if not same:
                 mismatches.append(i)
-    timings["rtl_s"] = time.monotonic() - t
+    timings["rtl_s" if rtl else "model_device_s"] = time.monotonic() - t
     rtl_acc = float(np.mean(np.array(rtl_cls) == labels))
 
     # 5. Report.
@@ -335,6 +400,8 @@ def run_main_job(args, argv: list[str] | None = None) -> dict:
         "machine": f"{platform.node()} {platform.machine()} {platform.processor()}".strip(),
         "reproduce": provenance(list(sys.argv[1:] if argv is None else argv), args.seed),
         "dataset": args.dataset,
+        "arch": opts.arch,
+        "device": "rtl" if rtl else "model",
         "split": _split_description(opts),
         "test_images_in_split": total,
         "images": n,
@@ -347,9 +414,11 @@ def run_main_job(args, argv: list[str] | None = None) -> dict:
             "quantized": _accuracy_row("quantized (PyTorch, ideal Bernoulli)", n,
                                        quantized_by_k),
             "golden": _accuracy_row("golden model (LFSR, integers)", n, golden_by_k),
-            "rtl": _accuracy_row("RTL (Verilator)", n, {config.samples: rtl_acc}),
+            device_row(rtl): _accuracy_row(
+                "RTL (Verilator)" if rtl else "software model of the device (golden model)",
+                n, {config.samples: rtl_acc}),
         },
-        "rtl_equals_golden": int(equal),
+        device_row(rtl) + "_equals_golden": int(equal),
         "mismatched_images": mismatches,
         "cycles_per_inference": cycles_per_inference,
         "cycles_per_sample": per_sample,
@@ -363,6 +432,11 @@ def run_main_job(args, argv: list[str] | None = None) -> dict:
     report["timings_s"]["total"] = round(time.monotonic() - started, 1)
     _write_report(out, report)
     return report
+
+
+def device_row(rtl: bool) -> str:
+    """The report's key of the device's row (and of its `<key>_equals_golden` count)."""
+    return "rtl" if rtl else "model_device"
 
 
 def board_entry(rep: dict, cycles_per_inference: float) -> dict:
@@ -398,13 +472,17 @@ def _write_report(out: Path, report: dict) -> None:
         lines.append(f"| {row['label']} | {row['images']} | " + " | ".join(
             f"{acc[k]:.4f} [{ci[k][0]:.3f}, {ci[k][1]:.3f}]" if k in acc else "-" for k in ks)
             + " |")
+    rtl = report.get("device", "rtl") == "rtl"
+    device = "RTL" if rtl else "the software model of the device"
     lines += [
         "",
-        f"- **RTL equals golden model (class, scores, votes): {report['rtl_equals_golden']} of "
-        f"{report['images']} images**",
-        f"- cycles per inference: {report['cycles_per_inference']:.0f}; per sample "
-        f"{report['cycles_per_sample']:.1f} against the ideal {report['ideal_cycles_per_sample']}"
-        f" (lane utilization {report['lane_utilization']:.3f})",
+        f"- **{device} equals golden model (class, scores, votes): "
+        f"{report[device_row(rtl) + '_equals_golden']} of {report['images']} images**",
+        f"- cycles per inference: {report['cycles_per_inference']:.0f}"
+        + ("" if rtl else " (the ideal count: the software device measures nothing)")
+        + f"; per sample {report['cycles_per_sample']:.1f} against the ideal "
+        f"{report['ideal_cycles_per_sample']} (lane utilization "
+        f"{report['lane_utilization']:.3f})",
         "",
         "| board | LUT/LC | RAM | DSP | clock (MHz) | Fmax (MHz) | timing met | "
         "inferences/s at the clock |",
@@ -455,7 +533,8 @@ def main(argv=None) -> int:
             OSError) as e:
         print(f"nsm-main: error: {e}", file=sys.stderr)
         return EXIT_ERROR
-    return EXIT_OK if report["rtl_equals_golden"] == report["images"] else EXIT_ERROR
+    equal = report[device_row(report["device"] == "rtl") + "_equals_golden"]
+    return EXIT_OK if equal == report["images"] else EXIT_ERROR
 
 
 if __name__ == "__main__":

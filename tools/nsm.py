@@ -235,7 +235,7 @@ def cmd_quantize(args) -> int:
         name, sep, value = item.partition("=")
         if not sep or not name:
             raise UsageError(f"--set: expected FIELD=VALUE, got {item!r}")
-        if name in ("layer_sizes", "name"):
+        if name in ("layer_sizes", "conv_layers", "input_shape", "name"):
             raise UsageError(f"--set: {name} comes from the checkpoint")
         defaults = {f.name: f.default for f in dataclasses.fields(NSMConfig)}
         if isinstance(defaults.get(name), int):
@@ -286,6 +286,15 @@ def cmd_info(args) -> int:
     print(f"magic      {header.magic!r}, format version {header.version}")
     print(f"identity   {header.identity:08x}")
     print(f"layers     {'-'.join(str(n) for n in header.layer_sizes)}")
+    if header.conv_layers:
+        print(f"input      {'x'.join(map(str, header.input_shape))} (height x width x channels, "
+              f"position-major)")
+    for l in range(cfg.n_conv):
+        shape = cfg.conv_shape(l)
+        pool = f", {shape.pool}x{shape.pool} max pool" if shape.pool > 1 else ""
+        print(f"conv {l}     {shape.out_channels} channels, {shape.kernel}x{shape.kernel} kernel"
+              f"{pool}: {shape.height}x{shape.width}x{shape.in_channels} -> "
+              f"{'x'.join(map(str, shape.out_shape))}, {cfg.fan_in(l)} synapses per neuron")
     print(f"body       {header.body_length} bytes")
     print(f"config     {cfg.describe()}")
     print(f"synapses   {cfg.synapses}, ideal cycles per sample {cfg.ideal_cycles_per_sample}")
