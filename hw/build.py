@@ -29,7 +29,7 @@ from pathlib import Path
 from amaranth.back import verilog
 
 from firmware.frames import DEFAULT_BAUD
-from model.config import ConfigError, NSMConfig, conv_layer_sizes, digits_config
+from model.config import ConfigError, NSMConfig, conv_layer_sizes, digits_config, parse_conv_layers
 
 from .top import NSMAccelerator, NSMBoardTop
 from .uart import uart_divisor
@@ -441,19 +441,12 @@ def _base_config(args) -> NSMConfig:
     return digits_config()
 
 
-_CONV_LAYER = re.compile(r"(\d+)c(\d+)(?:p(\d+))?")
-
-
 def parse_conv(text: str) -> tuple[tuple[int, int, int], ...]:
-    """"8c3p2,16c3" -> ((8, 3, 2), (16, 3, 1)): out_channels c kernel [p pool]."""
-    layers = []
-    for i, part in enumerate(p.strip() for p in text.split(",")):
-        match = _CONV_LAYER.fullmatch(part)
-        if not match:
-            raise ConfigError(f"--conv: layer {i} {part!r} is not OUTcKERNEL[pPOOL] (e.g. 8c3p2)")
-        out, kernel, pool = match.groups()
-        layers.append((int(out), int(kernel), int(pool or 1)))
-    return tuple(layers)
+    """"8c3p2,16c3" -> ((8, 3, 2), (16, 3, 1)), the one spelling (`model.config`)."""
+    try:
+        return parse_conv_layers(text)
+    except ValueError as e:
+        raise ConfigError(f"--{e}") from None
 
 
 def parse_input_shape(text: str) -> tuple[int, int, int]:

@@ -71,13 +71,16 @@ def IssueLayout(config: NSMConfig) -> data.StructLayout:
         "state_base": state_range(config),        # state index of lane 0
         "merge": 1,                               # not the pooling window's first position
         # The input position the chunk reads (conv; may lie in the padding) and its channels.
-        "row": range(-pad, _span(config, "height") + pad),
-        "col": range(-pad, _span(config, "width") + pad),
+        # (At least two values: a dense-only configuration would give 0-bit fields, which
+        # the Verilog backend writes as [-1:0] vectors.)
+        "row": range(-pad, max(_span(config, "height") + pad, 2 - pad)),
+        "col": range(-pad, max(_span(config, "width") + pad, 2 - pad)),
         "channel_chunk": range(max(_span(config, "channel_chunks"), 2)),
         "inside": 1,                              # 0: a padded tap, its terms add nothing
         # The index of the chunk's first input state (position-major; any value in the
         # padding): what a state memory of one bit a word is addressed by.
-        "state_addr": range(max(max(config.layer_sizes[l], config.chunks(l) * config.inputs_per_cycle)
+        "state_addr": range(max(max(config.layer_sizes[l],
+                                    config.chunks(l) * config.inputs_per_cycle)
                                 for l in range(n_layers))),
         "sample_base": range(max(config.passes * config.parallel_samples, 2)),
         "pass_end": 1,          # the last group of the output layer

@@ -202,7 +202,7 @@ def test_cli_writes_lint_clean_verilog_of_conv_layers(config_file, tmp_path, cap
     (["--conv", "3c3p2"], "--conv and --input-shape: give both (the conv layers and the shape "
                           "of their input)"),
     (["--conv", "3x3", "--input-shape", "4,4,2"],
-     "--conv: layer 0 '3x3' is not OUTcKERNEL[pPOOL] (e.g. 8c3p2)"),
+     "--conv: layer 0 '3x3' is not OUTcKERNEL[pPOOL] (e.g. 32c5p2)"),
     (["--conv", "3c3p2", "--input-shape", "4,4"],
      "--input-shape: '4,4' is not HEIGHT,WIDTH,CHANNELS (e.g. 8,8,4)"),
     (["--conv", "3c3p2", "--input-shape", "5,4,2"],

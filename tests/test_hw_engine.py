@@ -76,32 +76,10 @@ def conv_config(overrides) -> NSMConfig:
 
 def section_words(params: QuantizedNSM):
     """The memory words of the image (the one encoder, firmware/image.py): (weights, a, bias,
-    seeds), as unsigned integers in address order; conv layers' weight words from
-    `conv_weight_words`."""
+    seeds), as unsigned integers in address order."""
     cfg = params.config
     words = image_format.section_words(cfg, image_format.image_body(cfg, write_image(params)))
-    if cfg.n_conv:
-        words["weights"][:cfg.weight_base(cfg.n_conv)] = conv_weight_words(params)
     return words["weights"], words["a"], words["bias"], words["seeds"]
-
-
-def conv_weight_words(params: QuantizedNSM) -> list[int]:
-    """The conv layers' weight words of docs/contract.md ("Weight memory"): column tap * C_in
-    + c of a row goes to chunk tap * ceil(C_in / P) + c // P, position c % P; the word layout
-    of the chunks is the dense one (firmware.image)."""
-    from firmware.image import _weight_words
-    cfg = params.config
-    P, bits = cfg.inputs_per_cycle, cfg.weight_bits
-    words = []
-    for l in range(cfg.n_conv):
-        shape, cc = cfg.conv_shape(l), cfg.channel_chunks(l)
-        w = np.asarray(params.weights[l]).reshape(shape.out_channels, shape.kernel ** 2, -1)
-        spread = np.zeros((shape.out_channels, shape.kernel ** 2, cc * P), dtype=np.int64)
-        spread[:, :, :shape.in_channels] = w
-        for row in _weight_words(cfg, l, spread.reshape(shape.out_channels, -1)):
-            words.append(sum((int(v) & ((1 << bits) - 1)) << (i * bits)
-                             for i, v in enumerate(row)))
-    return words
 
 
 def input_bytes(bits: np.ndarray) -> list[int]:

@@ -121,19 +121,6 @@ def test_conv_usage_errors(argv, message, capsys, tmp_path):
     assert message in capsys.readouterr().err
 
 
-def _gateware_has_conv() -> bool:
-    """The engine's trace names the state each conv neuron's z goes to (pooling): the conv
-    gateware (hw/interfaces.py TraceEntryLayout "state")."""
-    from hw.interfaces import TraceEntryLayout
-    from model.config import NSMConfig
-    cfg = NSMConfig(conv_layer_sizes((4, 4, 2), ((3, 3, 2),), (3,)), conv_layers=((3, 3, 2),),
-                    input_shape=(4, 4, 2), lanes=2)
-    return "state" in TraceEntryLayout(cfg).members
-
-
-@pytest.mark.skipif(not _gateware_has_conv(),
-                    reason="the conv gateware (conv schedule, pooling) is not merged into this "
-                           "branch: the Verilator RTL cannot run conv layers yet")
 def test_rtl_job_equals_golden(tmp_path_factory):
     out, code, report = _run(tmp_path_factory, "main-conv-rtl", ["--device", "rtl"])
     assert code == 0
