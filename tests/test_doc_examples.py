@@ -45,11 +45,35 @@ def test_training_doc_conv_example_is_the_digits_cnn():
     from model.data import PIXELS
     from model.train import _trained_sizes, hardware_config, parse_args
 
-    argv = _doc_command("docs/training.md", "-m model.train", "--arch conv")
+    argv = _doc_command("docs/training.md", "-m model.train", "--dataset digits --arch conv")
     opts = parse_args(argv)
     sizes = _trained_sizes(opts, PIXELS[opts.dataset], opts.levels, 10)
     assert hardware_config(opts, sizes).identity == digits_conv_config().identity
     assert "8c3-p2-16c3-p2-64-10" in (doc_examples.DOCS / "training.md").read_text()
+
+
+def test_training_doc_mnist_cnn_example_parses():
+    """docs/training.md's MNIST CNN command (continued lines) trains 8c5p2,16c5p2 then 64 on
+    28x28 threshold inputs: the network whose golden error the page states."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    from model.config import conv_layer_sizes
+    from model.train import _trained_sizes, parse_args, recipe
+
+    text = (Path(doc_examples.DOCS).parent / "docs/training.md").read_text()
+    joined = re.sub(r"\\\n\s*", " ", text)
+    lines = [line for line in joined.splitlines()
+             if line.startswith("python -m model.train --dataset mnist") and "--arch conv" in line]
+    assert len(lines) == 1, lines
+    words = shlex.split(lines[0])
+    opts = parse_args(words[words.index("model.train") + 1:])
+    # One level per pixel: the MNIST recipe's threshold encoding (model.train.recipe).
+    assert recipe("mnist", "conv").levels == 1
+    assert _trained_sizes(opts, 784, 1, 10) == conv_layer_sizes(
+        (28, 28, 1), ((8, 5, 2), (16, 5, 2)), (64, 10))
+    assert (opts.epochs, opts.lr) == (20, 1e-3)
 
 
 def test_readme_conv_main_job_examples_parse():
