@@ -42,6 +42,18 @@ CONV_CONFIGS = {
 }
 
 
+async def write_inputs(ctx, dut, bits):
+    """The input states through the state buffers' byte port: bit j is bit j % 8 of byte
+    j // 8."""
+    for addr in range(-(-len(bits) // 8)):
+        ctx.set(dut.input_wr.en, 1)
+        ctx.set(dut.input_wr.addr, addr)
+        ctx.set(dut.input_wr.data,
+                sum(int(b) << i for i, b in enumerate(bits[addr * 8:addr * 8 + 8])))
+        await ctx.tick()
+    ctx.set(dut.input_wr.en, 0)
+
+
 def conv_config(overrides) -> NSMConfig:
     d = dict(overrides)
     dense = d.pop("dense")
@@ -308,13 +320,7 @@ def test_state_buffers_write_bits_read_chunks(overrides):
                 for c in range(len(padded) // P)]
 
     async def bench(ctx):
-        for addr in range(-(-cfg.n_inputs // 8)):
-            ctx.set(dut.input_wr.en, 1)
-            ctx.set(dut.input_wr.addr, addr)
-            ctx.set(dut.input_wr.data, sum(int(b) << i for i, b in enumerate(x[addr * 8:
-                                                                            addr * 8 + 8])))
-            await ctx.tick()
-        ctx.set(dut.input_wr.en, 0)
+        await write_inputs(ctx, dut, x)
         for l, z in hidden.items():
             pairs = [(s, i) for s in range(M) for i in range(cfg.fan_out(l))]
             for n in range(0, len(pairs), E):
@@ -370,13 +376,7 @@ def test_state_buffers_pool_and_read_conv_windows(overrides):
                    for c in range(h * P, min((h + 1) * P, sh.in_channels)))
 
     async def bench(ctx):
-        for addr in range(-(-cfg.n_inputs // 8)):
-            ctx.set(dut.input_wr.en, 1)
-            ctx.set(dut.input_wr.addr, addr)
-            ctx.set(dut.input_wr.data, sum(int(b) << i for i, b in enumerate(x[addr * 8:
-                                                                            addr * 8 + 8])))
-            await ctx.tick()
-        ctx.set(dut.input_wr.en, 0)
+        await write_inputs(ctx, dut, x)
         # Layer 0's results, position by position in pooled order.
         for n, r in enumerate(golden.pooled_order(cfg, 0)):
             y, xx = divmod(int(r), sh0.width)
