@@ -11,6 +11,9 @@ Sections, in order (`--list` prints them), each printing as it goes:
 - link: end-to-end inferences/s through the simulated UART, image load time (bench/link_bench.py)
 - mnist: the paper's MNIST tables, quantized/golden/RTL figures, uncertainty (bench/mnist_bench.py;
   `--mnist-args "..."` passes its options)
+- conv: the digits CNN on the iCEBreaker and an MNIST CNN on the ULX3S-85F: accuracy, golden
+  model, RTL == golden, measured cycles and inferences/s at the board builds' clocks
+  (bench/conv_bench.py; `--conv-args "..."` passes its options)
 - cycles: cycles per inference against the ideal, measured on the simulated accelerator for the
   digits and the paper's network, with the inferences per second at each board's clock
 - boards: resources, clock, Fmax, synapse-ops per clock and the fractions of the chip's bounds
@@ -146,6 +149,8 @@ SECTIONS = {
     "sim": ("Verilator simulation speed", "sim_speed.py", True),
     "link": ("Link: end-to-end inferences/s through the simulated UART", "link_bench.py", True),
     "mnist": ("MNIST: the paper's tables, the accelerator, uncertainty", "mnist_bench.py", True),
+    "conv": ("Conv networks: the digits CNN on the iCEBreaker, an MNIST CNN on the ULX3S-85F",
+             "conv_bench.py", True),
     "cycles": ("Cycles per inference against the ideal", None, False),
     "boards": ("Resources, clock and Fmax per board", None, False),
 }
@@ -170,12 +175,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mnist-args", default="",
                    help="options of bench/mnist_bench.py, as one string (e.g. "
                         "\"--conv-train 12000 --golden-images 5000\")")
+    p.add_argument("--conv-args", default="",
+                   help="options of bench/conv_bench.py, as one string (e.g. "
+                        "\"--cnn-rtl-images 300 --data-dir ../mnist\")")
     return p
 
 
 def _script_args(name: str, args, plots: Path) -> list[str]:
     if name == "mnist":
         return shlex.split(args.mnist_args)
+    if name == "conv":
+        return shlex.split(args.conv_args)
     if name != "train":
         return []
     out = (["--quick"] if args.quick else []) + ["--plots", os.path.relpath(plots, ROOT)]
