@@ -117,7 +117,8 @@ def board_row(rep: dict | None, cycles: float | None) -> dict | None:
     f = board_figures(rep)
     row = {k: f[k] for k in ("luts", "luts_total", "ram_blocks", "dsp", "clock_mhz",
                              "fmax_mhz", "timing_met")}
-    row.update(folder=rep["folder"], fits=bool(rep.get("fits")),
+    row.update(folder=rep["folder"], fits=bool(rep.get("fits")), over=rep.get("over"),
+               errors=rep.get("errors", []),
                luts_percent=round(100 * f["luts"] / f["luts_total"], 1)
                if f["luts"] and f["luts_total"] else None,
                ram_totals={k: rep["resources"][k]["total"] for k in f["ram_blocks"]},
@@ -261,8 +262,14 @@ def _build_text(b: dict | None, board: str) -> str:
         return (f"no {board} build of this configuration in build/ (`python -m hw.build "
                 f"--board {board} --model ...`)")
     ram = ", ".join(f"{n} of {b['ram_totals'][k]} {k}" for k, n in b["ram_blocks"].items())
-    verdict = ("fits, meets timing" if meets(b) else
-               "does not fit" if not b["fits"] else "misses timing")
+    if meets(b):
+        verdict = "fits, meets timing"
+    elif b["over"]:
+        verdict = "does not fit: " + ", ".join(f"{k} {v}" for k, v in b["over"].items())
+    elif b["errors"]:
+        verdict = f"no bitstream: {b['errors'][0]} (the Fmax is nextpnr's last estimate)"
+    else:
+        verdict = "fits, misses timing (Fmax below the clock + 5 %)"
     return (f"{board} build `{b['folder']}`: {b['luts']:,} of {b['luts_total']:,} LUTs "
             f"({b['luts_percent']} %), {ram or 'no block RAM'}, {b['dsp']} DSP, clock "
             f"{b['clock_mhz']:g} MHz, Fmax {b['fmax_mhz']} MHz: {verdict}")
