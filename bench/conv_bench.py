@@ -276,7 +276,7 @@ def _build_text(b: dict | None, board: str) -> str:
 
 
 def _device_lines(d: dict) -> list[str]:
-    lines = [f"- golden model K={d['K']} on all {d['images']} test images: "
+    lines = [f"- golden model K={d['K']} on {d['images']} test images: "
              f"**{d['golden_error']} % error** ({d['golden_seconds_per_image']} s per image, "
              f"sessions of {d['session_images']} images, {d['golden_sessions_reused']} "
              f"reused from the cache)"]
@@ -290,6 +290,8 @@ def _device_lines(d: dict) -> list[str]:
                      f"(min {r['cycles_min_max'][0]}, max {r['cycles_min_max'][1]}; the "
                      f"formula: {d['cycles_formula']}); load {r['load_s']} s, inference "
                      f"{r['infer_s']} s" + (" (cached)" if r["reused"] else ""))
+    else:
+        lines.append("- RTL not run (`--cnn-rtl-images 0` or `--skip-rtl`): no measured cycles")
     b = d["build"]
     lines.append(f"- {_build_text(b, d['board'])}")
     if b and b["inferences_per_s"]:
