@@ -5,7 +5,8 @@ for each of the M sample slots and their noise bits, and updates every (slot, la
 (docs/contract.md, "Schedule"). Pipeline (docs/engine.md):
 
     issue        sequencer counters -> weight memory address (hw/sequencer.py)
-    S1           memory data, the chunk's states, xi; the LFSRs step
+    S1           memory data, the chunk's states, xi; the LFSRs step (per-input noise: a noise
+                 phase before each conv layer writes the xi planes, hw/states.py)
     lane array   registered terms, adder-tree levels, accumulators (hw/lanes.py)
     epilogue     E shared units: u, z of each (slot, lane) pair (hw/epilogue.py)
     write-back   z into the slot's state buffer (hw/states.py); logits into the scores
