@@ -295,10 +295,14 @@ def test_digits_conv_network():
     dict(lanes=4, inputs_per_cycle=7, parallel_samples=4),
     dict(lanes=3, inputs_per_cycle=2, parallel_samples=2, input_shape=(6, 6, 3),
          conv_layers=((5, 3, 2), (7, 3, 1)), dense=(9, 4)),
-], ids=["lanes1", "lanes3", "lanes8", "lanes3-P3-M2", "lanes4-P7-M4", "conv-lanes3-P2-M2"])
+    dict(lanes=3, inputs_per_cycle=3, parallel_samples=2, input_shape=(6, 6, 3),
+         conv_layers=((5, 3, 2), (7, 3, 1)), dense=(9, 4), noise="input"),
+], ids=["lanes1", "lanes3", "lanes8", "lanes3-P3-M2", "lanes4-P7-M4", "conv-lanes3-P2-M2",
+        "conv-input-lanes3-P3-M2"])
 def test_one_multiplier_per_epilogue_unit(overrides):
     """The only multiplies of the design are the shared epilogue units' a*D (synthesis maps
-    them to DSPs): E = config.epilogue_units of them; conv layers' addressing adds none."""
+    them to DSPs): E = config.epilogue_units of them; conv layers' addressing adds none, nor
+    do the xi planes of per-input noise."""
     from amaranth.back import rtlil
     if "conv_layers" in overrides:
         cfg = conv_config(dict(samples=4, **overrides))
