@@ -5,14 +5,15 @@ for each of the M sample slots and their noise bits, and updates every (slot, la
 (docs/contract.md, "Schedule"). Pipeline (docs/engine.md):
 
     issue        sequencer counters -> weight memory address (hw/sequencer.py)
-    S1           memory data, the chunk's states, xi; the LFSRs step
+    S1           memory data, the chunk's states, xi; the LFSRs step (per-input noise: a noise
+                 phase before each conv layer writes the xi planes, hw/states.py)
     lane array   registered terms, adder-tree levels, accumulators (hw/lanes.py)
     epilogue     E shared units: u, z of each (slot, lane) pair (hw/epilogue.py)
     write-back   z into the slot's state buffer (hw/states.py); logits into the scores
                  (hw/scores.py)
 """
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 
@@ -23,7 +24,7 @@ from .interfaces import EngineSignature
 from .lanes import LaneArray
 from .lfsr import LFSRBank
 from .scores import Scores
-from .sequencer import IssueLayout, Sequencer
+from .sequencer import IssueLayout, Sequencer, noise_phase_layers
 from .states import StateBuffers
 
 __all__ = ["NSMEngine"]
@@ -44,10 +45,18 @@ class NSMEngine(wiring.Component):
         written = LaneArray.sums_latency(config) + config.epilogue_beats - 1 + Epilogue.LATENCY
         return written - 1
 
+    @staticmethod
+    def noise_phase_cycles(config: NSMConfig) -> int:
+        """Noise-phase cycles of a pass: noise_chunks(l) before each conv layer in per-input
+        noise (no compute: not in `ideal_cycles_per_pass`)."""
+        return sum(config.noise_chunks(l) for l in noise_phase_layers(config))
+
     @classmethod
     def cycles_per_pass(cls, config: NSMConfig) -> int:
-        """Issue cycles of a pass plus a drain after each layer but the output layer."""
-        return config.ideal_cycles_per_pass + (config.n_layers - 1) * cls.drain_cycles(config)
+        """Issue cycles of a pass, its noise phases, and a drain after each layer but the
+        output layer."""
+        return (config.ideal_cycles_per_pass + cls.noise_phase_cycles(config)
+                + (config.n_layers - 1) * cls.drain_cycles(config))
 
     @classmethod
     def cycles_per_inference(cls, config: NSMConfig) -> int:
@@ -116,18 +125,32 @@ class NSMEngine(wiring.Component):
         m.submodules.lanes = lane_array = LaneArray(cfg, GroupTag(cfg))
         m.d.comb += lane_array.z.eq(states.z)
         s1_hidden = s1.layer != out_layer
-        # Every compute cycle of a hidden layer steps the generators, conv positions included.
-        # save/restore act in per-input noise only (LFSRBank), whose layers are dense: one
+        # Every compute cycle of a hidden layer steps the generators, conv positions included,
+        # except in a layer with a noise phase: its noise-phase cycles step them instead.
+        # save/restore act in per-input noise only (LFSRBank), in its dense layers: one
         # position, so `first` is the group's first chunk.
-        m.d.comb += [noise.advance.eq(s1.valid & s1_hidden),
-                     noise.save.eq(s1.valid & s1.first & s1.first_group),
-                     noise.restore.eq(s1.valid & s1.first & ~s1.first_group)]
+        phased = noise_phase_layers(cfg)
+        s1_phased = (s1.layer < len(phased)) if phased else Const(0, 1)   # the conv layers
+        m.d.comb += [noise.advance.eq((s1.valid & s1_hidden & ~s1_phased) | s1.noise),
+                     noise.save.eq(s1.valid & s1.first & s1.first_group & ~s1_phased),
+                     noise.restore.eq(s1.valid & s1.first & ~s1.first_group & ~s1_phased)]
+        xi = noise.xi
+        if phased:
+            # The noise phase writes each slot's P numbers' xi (lane 0's: per-input noise is
+            # the same for every lane) into the slot's xi plane; the layer then reads the
+            # plane's xi with its states, the same for every lane of the slot.
+            M, P = cfg.parallel_samples, cfg.inputs_per_cycle
+            m.d.comb += [states.xi_wr.en.eq(s1.noise), states.xi_wr.addr.eq(s1.noise_chunk),
+                         states.xi_wr.data.eq(Cat(noise.xi[s * lanes * P:(s * lanes + 1) * P]
+                                                  for s in range(M)))]
+            xi = Mux(s1_phased, Cat(states.xi[s] for s in range(M) for _ in range(lanes)),
+                     noise.xi)
 
         # -- lane array: the group's sums ------------------------------------------------------
         m.d.comb += [lane_array.valid.eq(s1.valid), lane_array.first.eq(s1.first),
                      lane_array.last.eq(s1.last), lane_array.layer0.eq(s1.layer == 0),
                      lane_array.inside.eq(s1.inside),
-                     lane_array.w.eq(w_read.data), lane_array.xi.eq(noise.xi)]
+                     lane_array.w.eq(w_read.data), lane_array.xi.eq(xi)]
         for field in ("layer", "channel_base", "neuron_base", "state_base", "merge",
                       "sample_base", "pass_end", "p_addr"):
             m.d.comb += getattr(lane_array.tag, field).eq(getattr(s1, field))

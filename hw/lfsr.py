@@ -47,9 +47,10 @@ class LFSRBank(wiring.Component):
 
     `xi` bit ((slot * lanes + lane) * P + p) is the blank-out variable of position p of the
     lane in the sample slot (docs/contract.md, "Noise generators"). It is valid combinationally
-    from the current states; `advance` moves to the next compute cycle. Per-input noise: `save`
-    snapshots every slot's state (start of a layer), `restore` makes this cycle start from the
-    snapshots (start of every later group of the layer).
+    from the current states; `advance` moves to the next compute cycle. Per-input noise in dense
+    layers: `save` snapshots every slot's state (start of a layer), `restore` makes this cycle
+    start from the snapshots (start of every later group of the layer); conv layers take their
+    numbers in a noise phase instead (advance only, see docs/engine.md).
     """
 
     def __init__(self, config: NSMConfig):

@@ -26,7 +26,7 @@ from model.config import NSMConfig
 
 from .interfaces import neuron_range, state_range
 
-__all__ = ["Sequencer", "IssueLayout", "Geometry", "geometry"]
+__all__ = ["Sequencer", "IssueLayout", "Geometry", "geometry", "noise_phase_layers"]
 
 
 class Geometry(NamedTuple):
@@ -84,7 +84,18 @@ def IssueLayout(config: NSMConfig) -> data.StructLayout:
                                 for l in range(n_layers))),
         "sample_base": range(max(config.passes * config.parallel_samples, 2)),
         "pass_end": 1,          # the last group of the output layer
+        # A noise-phase cycle (per-input noise, before each conv layer; `valid` is 0): its
+        # xi bits go to inputs noise_chunk * P + p of the slots' xi planes.
+        "noise": 1,
+        "noise_chunk": range(max([config.noise_chunks(l) for l in noise_phase_layers(config)]
+                                 + [2])),
     })
+
+
+def noise_phase_layers(config: NSMConfig) -> list[int]:
+    """The layers that start with a noise phase: the conv layers in per-input noise (their
+    windows read the inputs out of order, so the generators cannot replay them per group)."""
+    return list(range(config.n_conv)) if config.noise == "input" else []
 
 
 class Sequencer(wiring.Component):
@@ -128,12 +139,36 @@ class Sequencer(wiring.Component):
             return [issue.layer.eq(layer), group.eq(0), issue.chunk.eq(0),
                     issue.channel_base.eq(0)]
 
+        # A layer with a noise phase starts in NOISE, the others in RUN.
+        phased = noise_phase_layers(cfg)
+        has_phase = Array(Const(l in phased) for l in range(n_layers))
+        last_noise = Array(Const(cfg.noise_chunks(l) - 1 if l in phased else 0)
+                           for l in range(n_layers))
+
+        def enter(layer):
+            if not phased:
+                m.next = "RUN"
+                return
+            with m.If(has_phase[layer]):
+                m.next = "NOISE"
+            with m.Else():
+                m.next = "RUN"
+
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [self.busy.eq(1), issue.w_addr.eq(0), group_w.eq(0),
                                  issue.p_addr.eq(0), issue.sample_base.eq(0), *restart(0)]
-                    m.next = "RUN"
+                    enter(0)
+
+            # Per-input noise before a conv layer: noise_chunks(l) cycles of P numbers per slot.
+            if phased:
+                with m.State("NOISE"):
+                    m.d.comb += issue.noise.eq(1)
+                    m.d.sync += issue.noise_chunk.eq(issue.noise_chunk + 1)
+                    with m.If(issue.noise_chunk == last_noise[issue.layer]):
+                        m.d.sync += issue.noise_chunk.eq(0)
+                        m.next = "RUN"
 
             # One chunk per cycle; after a position the group's words again, after a group the
             # next group's, at a layer's end a drain.
@@ -154,6 +189,7 @@ class Sequencer(wiring.Component):
                     m.d.sync += [issue.w_addr.eq(0), group_w.eq(0), issue.p_addr.eq(0),
                                  issue.sample_base.eq(issue.sample_base + cfg.parallel_samples),
                                  *restart(0)]
+                    enter(0)
                 with m.Elif(layer_end):
                     m.d.sync += [wait.eq(self._drain + self.FINAL_EXTRA - 1), final.eq(1)]
                     m.next = "DRAIN"
@@ -166,7 +202,7 @@ class Sequencer(wiring.Component):
                     m.next = "IDLE"
                 with m.Elif(wait == 0):
                     m.d.sync += restart(issue.layer + 1)
-                    m.next = "RUN"
+                    enter(issue.layer + 1)
         return m
 
     def _positions(self, m, is_last):

@@ -9,6 +9,10 @@ the OR of the window's bits). A conv layer reads, per chunk, the P channels h * 
 position (row, col), zero past the input channels (their weights are zero too) and anything in
 the padding (the lane array masks those terms).
 
+Per-input noise in conv layers adds, per slot, an xi plane: one xi bit per input state of the
+layer, written by the noise phase before the layer and read like the states (same window
+address, same cycle), so every window that reads state j gets the same xi_j.
+
 Two forms, chosen by the configuration (`StateBuffers.uses_memories`):
 - P = 1 and one epilogue unit: one state read and at most one written per cycle and slot, the
   form block RAM serves: the inputs in a memory of bytes, each hidden buffer a memory of
@@ -28,7 +32,7 @@ from firmware.frames import input_length
 from model.config import NSMConfig
 
 from .interfaces import TraceLayout, WriteSignature
-from .sequencer import IssueLayout, geometry
+from .sequencer import IssueLayout, geometry, noise_phase_layers
 
 __all__ = ["StateBuffers"]
 
@@ -42,12 +46,25 @@ class StateBuffers(wiring.Component):
     def __init__(self, config: NSMConfig):
         self._config = config
         P, M = config.inputs_per_cycle, config.parallel_samples
-        super().__init__({
+        ports = {
             "input_wr": In(WriteSignature(input_length(config.n_inputs), 8)),
             "issue": In(IssueLayout(config)),
             "z": Out(data.ArrayLayout(P, M)),
             "results": In(stream.Signature(TraceLayout(config), always_ready=True)),
-        })
+        }
+        if noise_phase_layers(config):
+            # Per-input noise in conv layers: the noise phase writes P xi bits per slot
+            # (data bit s * P + p) to inputs addr * P + p of the slot's xi plane; `xi` is the
+            # plane read like `z`, the same window address, the same cycle.
+            ports["xi_wr"] = In(WriteSignature(self.plane_chunks(config), M * P))
+            ports["xi"] = Out(data.ArrayLayout(P, M))
+        super().__init__(ports)
+
+    @staticmethod
+    def plane_chunks(config: NSMConfig) -> int:
+        """Noise-phase cycles of the longest noise phase: the xi plane holds that many times P
+        bits per slot."""
+        return max(config.noise_chunks(l) for l in noise_phase_layers(config))
 
     @staticmethod
     def uses_memories(config: NSMConfig) -> bool:
@@ -96,6 +113,19 @@ class StateBuffers(wiring.Component):
                      for l in range(cfg.n_conv)]
             m.d.comb += self.z[s].eq(Mux(layer < cfg.n_conv, Array(convs)[layer], dense)
                                      if convs else dense)
+
+        phased = noise_phase_layers(cfg)
+        if phased:
+            # The xi planes, written a chunk at a time by a decoder (no multiply), read
+            # through the conv layers' window mux.
+            wr = self.xi_wr
+            for s in range(M):
+                plane = Signal(self.plane_chunks(cfg) * P, name=f"xi_plane_slot{s}")
+                for c in range(self.plane_chunks(cfg)):
+                    with m.If(wr.en & (wr.addr == c)):
+                        m.d.sync += plane[c * P:(c + 1) * P].eq(wr.data[s * P:(s + 1) * P])
+                reads = [self._conv_read(l, plane, issue) for l in phased]
+                m.d.comb += self.xi[s].eq(Array(reads)[layer])
         return m
 
     def _conv_read(self, layer, vector, issue):
@@ -147,4 +177,16 @@ class StateBuffers(wiring.Component):
                 reads.append(read.data)
             hidden = Mux(layer[0], reads[0], reads[1])
             m.d.comb += self.z[s].eq(Mux(layer == 0, in_read.data.bit_select(bit, 1), hidden))
+
+        if noise_phase_layers(cfg):
+            # P = 1: the xi plane is one more memory of 1-bit words per slot, written at the
+            # noise chunk (= the input state) and read at the states' address.
+            wr = self.xi_wr
+            for s in range(M):
+                mem = Memory(shape=1, depth=self.plane_chunks(cfg), init=[])
+                m.submodules[f"xi_plane_slot{s}"] = mem
+                write, read = mem.write_port(), mem.read_port(domain="sync")
+                m.d.comb += [write.en.eq(wr.en), write.addr.eq(wr.addr),
+                             write.data.eq(wr.data[s]), read.addr.eq(addr),
+                             self.xi[s].eq(read.data)]
         return m

@@ -283,10 +283,6 @@ class NSMConfig:
         need(len(self.conv_layers) <= self.n_layers - 1, "conv_layers",
              f"{len(self.conv_layers)} conv layers, at most {self.n_layers - 1} (the output "
              f"layer is dense)")
-        need(self.noise == "synapse", "noise",
-             "conv layers take per-synapse noise only: per-input noise in a conv layer would "
-             "need the noise of every input state held for the whole layer, which the engine "
-             "does not build")
         h, w, c = self.input_shape
         for i, (out_channels, kernel, pool) in enumerate(self.conv_layers):
             where = f"conv_layers[{i}]"
@@ -377,6 +373,13 @@ class NSMConfig:
         if self.is_conv(layer):
             return self.conv_shape(layer).kernel ** 2 * self.channel_chunks(layer)
         return -(-self.fan_in(layer) // self.inputs_per_cycle)
+
+    def noise_chunks(self, layer: int) -> int:
+        """Compute-cycle-worths of numbers a hidden layer takes from each generator per pass in
+        per-input noise: ceil(N_l / P), xi_j of input state j (position-major in a conv layer)
+        is number j of them. Dense: chunks(l), replayed for every group; conv: a noise phase of
+        this many cycles before the layer (docs/contract.md, "Noise generators")."""
+        return -(-self.layer_sizes[layer] // self.inputs_per_cycle)
 
     def layer_cycles(self, layer: int) -> int:
         """Compute cycles of a layer per pass: groups * positions * chunks."""

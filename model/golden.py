@@ -88,7 +88,7 @@ def check_states(config: NSMConfig, states) -> tuple[int, ...]:
 def bits_per_pass(config: NSMConfig) -> int:
     """Output bits each generator produces per pass over the weights (hidden layers only)."""
     if config.noise == "input":
-        cycles = sum(config.chunks(l) for l in config.hidden_layers)
+        cycles = sum(config.noise_chunks(l) for l in config.hidden_layers)
     else:
         cycles = sum(config.layer_cycles(l) for l in config.hidden_layers)
     return cycles * config.steps_per_cycle
@@ -124,7 +124,8 @@ def noise_numbers(config: NSMConfig, states, n_images: int, dtype=np.int64):
       noise "synapse": (n_images, K, N_{l+1}, N_l): r of neuron i, input j; in a conv layer
                        (n_images, K, positions, C_out, fan_in): r of output position n (pooled
                        order), channel o, weight column tap * C_in + c;
-      noise "input":   (n_images, K, N_l):          r of input j, shared by all neurons.
+      noise "input":   (n_images, K, N_l):          r of input j, shared by all neurons
+                       (a conv layer's input states position-major, (y * W + x) * C_in + c).
     Generator n = slot * generators_per_slot + lane serves sample k = pass * M + slot; in a
     compute cycle of chunk c its numbers go, in order, to the positions p (input c * P + p) of
     its lane (per_lane, input) or to (lane, position) in lane-major order (wide).
@@ -150,11 +151,12 @@ def noise_numbers(config: NSMConfig, states, n_images: int, dtype=np.int64):
         n_in, n_out, groups, chunks = cfg.fan_in(l), cfg.fan_out(l), cfg.groups(l), \
             cfg.chunks(l)
         if cfg.noise == "input":
-            # Each group restarts from the state saved at the layer's start: chunks cycles.
-            seg = chunks * P * pb
+            # xi_j is number j of the layer's next noise_chunks * P numbers (dense: every group
+            # replays them; conv: the noise phase writes them into the xi plane).
+            seg = cfg.noise_chunks(l) * P * pb
             r = np.stack([_to_numbers(st[:, :, pos:pos + seg], pb, dtype)
                           for st in streams], axis=2)               # (n, passes, M, chunks*P)
-            out.append(by_sample(r)[:, :, :n_in])
+            out.append(by_sample(r)[:, :, :cfg.layer_sizes[l]])
         else:
             npos = cfg.positions(l)
             if cfg.lfsr_layout == "per_lane":
@@ -271,13 +273,18 @@ def conv_windows(config: NSMConfig, layer: int, z: np.ndarray) -> np.ndarray:
 def accumulate_conv(config: NSMConfig, layer: int, weights: np.ndarray, z: np.ndarray, xi,
                     D=None) -> tuple:
     """S and D of a conv layer for B (image, sample) pairs: (B, positions, C_out) each, raster
-    order. xi: (B, positions, C_out, fan_in) in pooled order (as `noise_bits`) or None."""
+    order. xi: (B, positions, C_out, fan_in) in pooled order (as `noise_bits`), per input
+    (B, N_in) (one xi per input state, shared by every window that reads it) or None."""
     dtype = exact_matmul_dtype(config)
     win = conv_windows(config, layer, z)
     if D is None:
         D = _dot(win, weights.T, dtype)
     if xi is None:
         return None, D
+    if config.noise == "input":
+        # The windows of xi * z: a blanked input reads as 0, as a padded one does.
+        kept = conv_windows(config, layer, xi.astype(np.int8) * z.astype(np.int8))
+        return _dot(kept, weights.T, dtype), D
     xi = xi[:, np.argsort(pooled_order(config, layer))]          # pooled -> raster order
     kept = xi.astype(dtype) * weights.astype(dtype)              # (B, pos, C_out, fan_in)
     S = _dot(kept, win[:, :, :, None], dtype)[..., 0]

@@ -237,16 +237,24 @@ def quantized_scores_torch(q: QuantizedNSM, x_pm1, samples: int, seed: int,
 
 def _conv_states_torch(cfg: NSMConfig, l: int, w, a, b, z, gen, dt):
     """The pooled states (n, N_{l+1}) of conv layer l on states z (n, N_l), exact integers with
-    one ideal Bernoulli xi per (image, output channel, position, synapse)."""
+    one ideal Bernoulli xi per (image, output channel, position, synapse), or per (image,
+    input state) in per-input noise (shared by every window that reads the state)."""
     from .golden import conv_windows
 
     shape = cfg.conv_shape(l)
-    win = torch.from_numpy(conv_windows(cfg, l, z.numpy().astype(np.int8))).to(dt)
+    z8 = z.numpy().astype(np.int8)
+    win = torch.from_numpy(conv_windows(cfg, l, z8)).to(dt)
     n, positions, fan_in = win.shape
-    r = torch.randint(0, 1 << cfg.p_bits, (n, positions, shape.out_channels, fan_in),
-                      generator=gen)
-    kept = (r < cfg.p_keep).to(dt).mul_(w)                        # (n, pos, C_out, fan_in)
-    s = torch.matmul(kept, win.unsqueeze(3))[..., 0].round().long()  # (n, pos, C_out)
+    if cfg.noise == "input":
+        r = torch.randint(0, 1 << cfg.p_bits, z8.shape, generator=gen)
+        xi = (r < cfg.p_keep).numpy().astype(np.int8)
+        kept_win = torch.from_numpy(conv_windows(cfg, l, xi * z8)).to(dt)
+        s = torch.matmul(kept_win, w.T).round().long()
+    else:
+        r = torch.randint(0, 1 << cfg.p_bits, (n, positions, shape.out_channels, fan_in),
+                          generator=gen)
+        kept = (r < cfg.p_keep).to(dt).mul_(w)                    # (n, pos, C_out, fan_in)
+        s = torch.matmul(kept, win.unsqueeze(3))[..., 0].round().long()  # (n, pos, C_out)
     d = torch.matmul(win, w.T).round().long()
     u = s + torch.div(a * d, 1 << cfg.a_frac, rounding_mode="floor") + b
     states = torch.where(u >= 0, 1.0, -1.0).to(dt)

@@ -36,6 +36,12 @@ def _naive_conv(cfg, l, W, A, B, z, states, gen0):
     per_lane = cfg.lfsr_layout == "per_lane"
     cc = -(-C_in // P)
     u = [0] * (H * Wd * C_out)
+    per_input = cfg.noise == "input"
+    if per_input:
+        # The noise phase: ceil(N_in / P) cycles of P numbers, number j for input state j.
+        n_in = H * Wd * C_in
+        shared = [_number(states, gen0, width, cfg.p_bits) for _ in range(-(-n_in // P) * P)]
+        xi_in = [1 if r < cfg.p_keep else 0 for r in shared[:n_in]]
     for g in range(cfg.groups(l)):
         for Y in range(H // q):
             for X in range(Wd // q):
@@ -48,7 +54,7 @@ def _naive_conv(cfg, l, W, A, B, z, states, gen0):
                             tap, h = divmod(c, cc)
                             ty, tx = divmod(tap, k)
                             xi = [[0] * P for _ in range(lanes)]
-                            for lane in range(lanes):
+                            for lane in range(lanes if not per_input else 0):
                                 for pos in range(P):
                                     gen = gen0 + lane if per_lane else gen0
                                     r = _number(states, gen, width, cfg.p_bits)
@@ -63,9 +69,11 @@ def _naive_conv(cfg, l, W, A, B, z, states, gen0):
                                     if o >= C_out or ch >= C_in:
                                         continue
                                     w = W[o][tap * C_in + ch]
-                                    zin = z[(iy * Wd + ix) * C_in + ch]
+                                    j = (iy * Wd + ix) * C_in + ch
+                                    zin = z[j]
+                                    keep = xi_in[j] if per_input else xi[lane][pos]
                                     D[lane] += w * zin
-                                    S[lane] += xi[lane][pos] * w * zin
+                                    S[lane] += keep * w * zin
                         for lane in range(lanes):
                             o = g * lanes + lane
                             if o < C_out:

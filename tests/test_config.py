@@ -189,10 +189,6 @@ BAD_CONV = [
     (dict(CONV_OK, layer_sizes=(256, 100, 20, 7, 3)),
      "layer_sizes: (256, 100, 20, 7, 3) do not match input_shape (8, 8, 4) and conv_layers "
      "((6, 3, 2), (5, 3, 2)): they imply (256, 96, 20, 7, 3)"),
-    (dict(CONV_OK, noise="input"),
-     "noise: conv layers take per-synapse noise only: per-input noise in a conv layer would "
-     "need the noise of every input state held for the whole layer, which the engine does not "
-     "build"),
     (dict(layer_sizes=(16, 4, 2), input_shape=(4, 4, 2)),
      "input_shape: (4, 4, 2) holds 32 states, layer_sizes[0] is 16"),
 ]
@@ -202,6 +198,14 @@ BAD_CONV = [
                          ids=[m.split(":")[0] + f"-{i}" for i, (_, m) in enumerate(BAD_CONV)])
 def test_bad_conv_config_refused(fields, message):
     test_bad_config_refused(fields, message)
+
+
+def test_conv_input_noise_chunks():
+    """Per-input noise takes ceil(N_l / P) cycles of numbers per hidden layer: a conv layer's
+    whole input plane, a dense layer's chunks."""
+    cfg = NSMConfig(**CONV_OK, lanes=4, inputs_per_cycle=3, noise="input")
+    assert [cfg.noise_chunks(l) for l in cfg.hidden_layers] == [86, 32, 7]
+    assert [cfg.chunks(l) for l in (2, 3)] == [cfg.noise_chunks(l) for l in (2, 3)]
 
 
 def test_conv_geometry():

@@ -94,6 +94,11 @@ def conv_config(input_shape, conv_layers, dense, **fields) -> NSMConfig:
                      a_bits=8, a_frac=4, lfsr_width=11, **fields)
 
 
+# Each of them with per-input noise too: one xi per input state, shared by every window
+# (the wide one keeps its layout, which input noise takes as one generator per slot).
+CONV.update({f"{name}-input": dict(fields, noise="input") for name, fields in CONV.items()})
+
+
 @pytest.mark.parametrize("overrides", CONV.values(), ids=CONV.keys())
 def test_golden_equals_naive_conv(overrides):
     test_golden_equals_naive(conv_config(**overrides))

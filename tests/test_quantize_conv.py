@@ -31,7 +31,7 @@ def _integer_net(config):
     row (so that every row's scale is 1 and the quantized weights are the float ones)."""
     torch.manual_seed(SEED)
     net = ConvNet(SHAPE[0] * SHAPE[1] * SHAPE[2], CLASSES, "nsm", SHAPE[2], conv=CONV,
-                  hidden=HIDDEN)
+                  hidden=HIDDEN, noise=config.noise)
     gen = torch.Generator().manual_seed(SEED)
     with torch.no_grad():
         for layer in net.hidden_layers():
@@ -149,6 +149,30 @@ def test_ideal_noise_conv_layer_equals_golden_stages(monkeypatch):
         config, 0, torch.from_numpy(q.weights[0]).double(), torch.from_numpy(a),
         torch.from_numpy(b), torch.from_numpy(x).double(), None, torch.float64)
     xi = np.ones((len(x), config.positions(0), 3, config.fan_in(0)), np.int8)
+    S, D = golden.accumulate_conv(config, 0, q.weights[0], x, xi)
+    u = golden.add_bias(S, golden.a_multiply(config, a, D), b).reshape(len(x), -1)
+    want = golden.max_pool(config, 0, golden.sign(u))
+    assert np.array_equal(got.numpy(), want)
+
+
+def test_ideal_per_input_noise_conv_layer_equals_golden_stages(monkeypatch):
+    """Per-input noise: the PyTorch quantized path's conv layer, given one random number per
+    (image, input state), equals the golden model's stages with those xi shared by every
+    window (accumulate_conv of per-input xi)."""
+    config = _config(noise="input")
+    net = _integer_net(config)
+    q, _ = quantize_nsm(net, config)
+    rng = np.random.default_rng(SEED)
+    a = rng.integers(-(1 << (config.a_bits - 1)), 1 << (config.a_bits - 1), size=3)
+    b = rng.integers(-40, 40, size=3)
+    x = _inputs(5)
+    r = rng.integers(0, 1 << config.p_bits, size=x.shape)
+    monkeypatch.setattr(quantize_mod.torch, "randint",
+                        lambda low, high, size, generator: torch.from_numpy(r).reshape(size))
+    got = quantize_mod._conv_states_torch(
+        config, 0, torch.from_numpy(q.weights[0]).double(), torch.from_numpy(a),
+        torch.from_numpy(b), torch.from_numpy(x).double(), None, torch.float64)
+    xi = (r < config.p_keep).astype(np.uint8)
     S, D = golden.accumulate_conv(config, 0, q.weights[0], x, xi)
     u = golden.add_bias(S, golden.a_multiply(config, a, D), b).reshape(len(x), -1)
     want = golden.max_pool(config, 0, golden.sign(u))

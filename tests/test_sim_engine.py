@@ -28,6 +28,10 @@ ENGINE_CONFIGS = [
     NSMConfig(layer_sizes=(32, 12, 5, 3), lanes=2, inputs_per_cycle=2, parallel_samples=2,
               samples=3, conv_layers=((3, 3, 2),), input_shape=(4, 4, 2),
               name="conv-4x4x2-3c3p2-lanes2-P2-M2-K3"),
+    # The same with per-input noise: the noise phase and the xi planes.
+    NSMConfig(layer_sizes=(32, 12, 5, 3), lanes=2, inputs_per_cycle=2, parallel_samples=2,
+              samples=3, conv_layers=((3, 3, 2),), input_shape=(4, 4, 2), noise="input",
+              name="conv-4x4x2-3c3p2-lanes2-P2-M2-K3-input"),
 ]
 # Behind `-m slow`: each build costs a minute or more on 2 cores.
 SLOW_CONFIGS = [

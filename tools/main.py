@@ -1,7 +1,8 @@
 """The main job: from a data set to the simulated accelerator, in one command.
 
     nsm-main [--dataset digits|mnist|fashion-mnist] [--data-dir DIR] [--out runs/main]
-             [--arch fc|conv] [--conv 8c3p2,16c3p2] [--hidden 64] [--device rtl|model]
+             [--arch fc|conv] [--conv 8c3p2,16c3p2] [--hidden 64] [--noise synapse|input]
+             [--device rtl|model]
              [--epochs N] [--images N] [--seed S] [--boards]
 
 (`python -m tools.main` is the same.) Stages (each with a progress bar): train a bNSM (fully
@@ -77,6 +78,10 @@ def _parser() -> argparse.ArgumentParser:
                         f"mnist/fashion-mnist)")
     p.add_argument("--hidden", type=int_list_arg, default=None,
                    help="dense hidden layer sizes, e.g. 100,100 (default: the recipe's)")
+    from model.config import NOISE_MODES
+    p.add_argument("--noise", choices=NOISE_MODES, default=None,
+                   help="blank-out noise: one xi per synapse or per input state (default: the "
+                        "recipe's, synapse)")
     p.add_argument("--device", choices=DEVICES, default="rtl",
                    help="rtl: the Verilator simulation of the accelerator; model: the software "
                         "model of the device (the golden model behind its protocol), no Verilog")
@@ -132,7 +137,7 @@ def train_options(args):
     overrides = dict(model="nsm", seed=args.seed, out=str(args.out / "train"),
                      quantized_max_k=1, quantize=True,
                      data_dir=str(args.data_dir) if args.data_dir is not None else None)
-    for name in ("epochs", "conv", "hidden"):
+    for name in ("epochs", "conv", "hidden", "noise"):
         if getattr(args, name, None) is not None:
             overrides[name] = getattr(args, name)
     # The training's own final evaluation on the report's images only (the first N of the
