@@ -10,9 +10,9 @@ ULX3S-85F, each trained (or reused), quantized, run on the golden model and on t
    of them (class, scores and votes compared with ==), the cycles per inference the RTL
    reports, and the inferences/s at the clock of the iCEBreaker build of that configuration.
 2. MNIST CNN 8c5p2-16c5p2-64-10 bNSM (`MNIST_CNN_ARGS` of `python -m model.train`), quantized
-   for 8 lanes, 7-bit weights, P = 4 and each M of `--parallel-samples`: the ULX3S-85F build of
-   each M found in build/ (identity match), the fastest that fits and meets timing taken for
-   the golden model on `--golden-images` test images and the RTL on `--cnn-rtl-images`.
+   for 8 lanes, 7-bit weights and each (P, M) of `--hw`: the ULX3S-85F build of each found in
+   build/ (identity match), the fastest that fits and meets timing taken for the golden model
+   on `--golden-images` test images and the RTL on `--cnn-rtl-images`.
 
 A run whose metrics.json holds the asked-for epochs is reused, otherwise it is trained there.
 Golden-model and RTL results are cached beside the runs (keyed by configuration, parameters,
@@ -42,19 +42,24 @@ from model.cli import int_at_least  # noqa: E402
 
 # The MNIST CNN's training command (docs/training.md), without --data-dir, --epochs and --out.
 MNIST_CNN_ARGS = ("--dataset", "mnist", "--arch", "conv", "--conv", "8c5p2,16c5p2",
-                  "--hidden", "64", "--lr", "1e-3", "--eval-samples", "1", "--no-quantize")
-# Its hardware configuration but M (`nsm quantize --lanes 8 --weight-bits 7 --set ...`).
-MNIST_CNN_HW = dict(lanes=8, weight_bits=7, inputs_per_cycle=4)
+                  "--hidden", "64", "--lr", "1e-3", "--augment-shift", "1", "--eval-samples",
+                  "1", "--no-quantize")
+# Its hardware configuration but P and M (`nsm quantize --lanes 8 --weight-bits 7 --set ...`).
+MNIST_CNN_HW = dict(lanes=8, weight_bits=7)
 # The issue's throughput target for the MNIST CNN at K = 16, from measured cycles.
 TARGET_INFERENCES_PER_S = 1000
 DIGITS_BOARD, MNIST_BOARD = "icebreaker", "ulx3s-85f"
 
 
-def _m_list(text: str) -> tuple[int, ...]:
-    values = tuple(int_at_least(1)(v) for v in text.split(",") if v.strip())
-    if not values:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
-    return values
+def _pm_list(text: str) -> tuple[tuple[int, int], ...]:
+    """'4x4,1x2' -> ((4, 4), (1, 2)): (P, M) pairs."""
+    values = []
+    for item in (v.strip() for v in text.split(",")):
+        parts = item.lower().split("x")
+        if len(parts) != 2:
+            raise argparse.ArgumentTypeError(f"expected PxM pairs such as 4x4,1x2, got {item!r}")
+        values.append(tuple(int_at_least(1)(v) for v in parts))
+    return tuple(values)
 
 
 def _args(argv):
@@ -64,14 +69,19 @@ def _args(argv):
                    "mnist", help="MNIST IDX files (default %(default)s)")
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "conv",
                    help="the digits run, quantized models and caches (default %(default)s)")
-    p.add_argument("--mnist-run", type=Path, default=ROOT / "runs" / "cnn-8-16-64-e40-s0",
+    p.add_argument("--mnist-run", type=Path, default=ROOT / "runs" / "cnn-8-16-64-e40-sh1-s0",
                    help="the MNIST CNN's run, reused when complete (default %(default)s)")
     p.add_argument("--digits-epochs", type=int_at_least(1), default=80,
                    help="epochs of the digits CNN (default %(default)s)")
     p.add_argument("--mnist-epochs", type=int_at_least(1), default=40,
                    help="epochs of the MNIST CNN (default %(default)s)")
-    p.add_argument("--parallel-samples", type=_m_list, default=(4, 8, 16),
-                   help="M of the MNIST CNN's ULX3S builds to look for (default 4,8,16)")
+    # The first is the fallback when no build meets timing: P = 1, M = 2 is the block-RAM state
+    # form, whose RTL Verilator translates here (P = 4's register-vector windows ran it out of
+    # memory).
+    p.add_argument("--hw", type=_pm_list, default=((1, 2), (4, 4), (4, 8), (4, 16)),
+                   help="inputs per cycle x parallel samples (P x M) of the MNIST CNN's ULX3S "
+                        "builds to look for; the first is used when none meets timing "
+                        "(default 1x2,4x4,4x8,4x16)")
     p.add_argument("--golden-images", type=int_at_least(1), default=10000,
                    help="MNIST test images on the golden model (default %(default)s)")
     p.add_argument("--cnn-rtl-images", type=int_at_least(0), default=200,
@@ -198,12 +208,13 @@ def mnist_options(args):
     return trainmod.parse_args(argv), argv
 
 
-def quantize(model, opts, parallel_samples: int):
+def quantize(model, opts, inputs_per_cycle: int, parallel_samples: int):
     """The run quantized like `nsm quantize --lanes 8 --weight-bits 7 --set
-    inputs_per_cycle=4 --set parallel_samples=M`: (QuantizedNSM, saturation report)."""
+    inputs_per_cycle=P --set parallel_samples=M`: (QuantizedNSM, saturation report)."""
     from model.quantize import quantize_nsm
     from model.train import hardware_config
     config = hardware_config(opts, model.sizes, **MNIST_CNN_HW,
+                             inputs_per_cycle=inputs_per_cycle,
                              parallel_samples=parallel_samples)
     params, report = quantize_nsm(model, config)
     return params.replace(data=datamod.data_spec(opts.dataset, opts.encoding,
@@ -220,9 +231,10 @@ def mnist(args, out) -> None:
     train_s = time.perf_counter() - t
     model, _, _ = trainmod.load_checkpoint(opts.run_dir / "checkpoint.pt")
     builds, chosen = {}, None
-    for mm in args.parallel_samples:
-        q, report = quantize(model, opts, mm)
-        path = args.runs / f"mnist-cnn-m{mm}.npz"
+    for pm in args.hw:
+        q, report = quantize(model, opts, *pm)
+        mm = "P{} M{}".format(*pm)
+        path = args.runs / "mnist-cnn-p{}m{}.npz".format(*pm)
         path.parent.mkdir(parents=True, exist_ok=True)
         q.save(path)
         rep = board_report(q.config, MNIST_BOARD)
@@ -235,14 +247,14 @@ def mnist(args, out) -> None:
                 chosen is None or cycles / rep["clock_mhz"] < chosen[2]):
             chosen = (mm, q, cycles / rep["clock_mhz"])
     if chosen is None:
-        mm = min(args.parallel_samples)
-        chosen = (mm, quantize(model, opts, mm)[0], None)
+        chosen = ("P{} M{}".format(*args.hw[0]), quantize(model, opts, *args.hw[0])[0], None)
     mm, q = chosen[:2]
     _, _, x_te, y_te = trainmod.prepare_data(opts)
     x = x_te.numpy().astype(np.int64)[:args.golden_images]
     y = y_te.numpy()[:args.golden_images]
     rtl_n = 0 if args.skip_rtl else min(args.cnn_rtl_images, len(x))
-    res = accelerator_figures(q, x, y, args, args.runs / f"mnist-device-m{mm}",
+    folder = args.runs / f"mnist-device-{q.config.identity:08x}"
+    res = accelerator_figures(q, x, y, args, folder,
                               args.session_images, rtl_n)
     cycles = _measured_cycles(res)
     build = board_row(board_report(q.config, MNIST_BOARD), cycles)
@@ -251,7 +263,7 @@ def mnist(args, out) -> None:
         "epochs": len(m["history"]), "reused": reused, "train_seconds": round(train_s, 1),
         "seconds_per_epoch": mb._sec_per_epoch(m),
         "float_error_K1": mb._err(m["test_accuracy"]["1"]),
-        "paper_error": mb.PAPER_TABLE2["bNSM"], "builds": builds, "chosen_M": mm,
+        "paper_error": mb.PAPER_TABLE2["bNSM"], "builds": builds, "chosen": mm,
         **res, "cycles_formula": NSMEngine.cycles_per_inference(q.config),
         "board": MNIST_BOARD, "build": build,
         "target_inferences_per_s": TARGET_INFERENCES_PER_S}
@@ -316,12 +328,12 @@ def markdown(out) -> str:
                   f"{', reused' if n['reused'] else ''}); float K=1 error "
                   f"{n['float_error_K1']} % (the paper's 32c5-p2-64c5-p2-1024-10 bNSM, 200 "
                   f"epochs: {n['paper_error']} %)", "",
-                  "| M | identity | cycles/inference (formula) | ULX3S-85F build |",
+                  "| P, M | identity | cycles/inference (formula) | ULX3S-85F build |",
                   "|---|---|---|---|"]
         for mm, b in n["builds"].items():
             lines.append(f"| {mm} | {b['identity']} | {b['cycles_formula']:,} | "
                          f"{_build_text(b['build'], n['board'])} |")
-        lines += ["", f"Golden and RTL figures for M = {n['chosen_M']} ({n['config']}):",
+        lines += ["", f"Golden and RTL figures for {n['chosen']} ({n['config']}):",
                   *_device_lines(n)]
         b = n["build"]
         ips = b["inferences_per_s"] if b else None

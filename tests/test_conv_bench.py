@@ -16,18 +16,19 @@ def test_conv_args_reach_the_conv_bench(tmp_path):
     from bench.__main__ import _parser, _script_args
 
     args = _parser().parse_args(["--only", "conv", "--conv-args",
-                                 "--cnn-rtl-images 300 --parallel-samples 16,8 --skip-rtl"])
+                                 "--cnn-rtl-images 300 --hw 4x16,1X2 --skip-rtl"])
     got = _script_args("conv", args, tmp_path)
-    assert got == ["--cnn-rtl-images", "300", "--parallel-samples", "16,8", "--skip-rtl"]
+    assert got == ["--cnn-rtl-images", "300", "--hw", "4x16,1X2", "--skip-rtl"]
     parsed = cb._args(got)
-    assert (parsed.cnn_rtl_images, parsed.parallel_samples, parsed.skip_rtl) == (300, (16, 8),
-                                                                                 True)
+    assert (parsed.cnn_rtl_images, parsed.hw, parsed.skip_rtl) == (300, ((4, 16), (1, 2)),
+                                                                   True)
     assert "--cnn-rtl-images" not in _script_args("mnist", args, tmp_path)
 
 
-@pytest.mark.parametrize("argv", [["--cnn-rtl-images", "-1"], ["--parallel-samples", "4,0"],
-                                  ["--cnn-rtl-images", "1001"]],
-                         ids=["negative", "zero M", "more than a session"])
+@pytest.mark.parametrize("argv", [["--cnn-rtl-images", "-1"], ["--hw", "4x0"], ["--hw", "4"],
+                                  ["--hw", "4x4x2"], ["--cnn-rtl-images", "1001"]],
+                         ids=["negative", "zero M", "no M", "three numbers",
+                              "more than a session"])
 def test_bad_options_are_a_usage_error(argv, capsys):
     with pytest.raises(SystemExit) as e:
         cb._args(argv)
@@ -57,7 +58,8 @@ def test_the_mnist_cnn_options_are_those_of_its_training_command(tmp_path):
     opts, argv = cb.mnist_options(args)
     documented = parse_args(["--dataset", "mnist", "--data-dir", str(tmp_path), "--arch",
                              "conv", "--conv", "8c5p2,16c5p2", "--hidden", "64", "--epochs",
-                             "40", "--lr", "1e-3", "--eval-samples", "1", "--no-quantize",
+                             "40", "--lr", "1e-3", "--augment-shift", "1", "--eval-samples", "1",
+                             "--no-quantize",
                              "--out", str(tmp_path / "cnn")])
     assert opts == documented
     assert opts.conv == ((8, 5, 2), (16, 5, 2)) and opts.hidden == (64,)
