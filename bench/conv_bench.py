@@ -357,10 +357,8 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     out["seconds"] = round(time.perf_counter() - t0, 1)
-    text = markdown(out)
-    print(text)
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=1, default=str))
+    print(markdown(out))
+    mb.write_figures(out, args.json)
     return 0
 
 

@@ -574,6 +574,12 @@ def markdown(out) -> str:
     return "\n".join(lines)
 
 
+def write_figures(out: dict, path: Path | None) -> None:
+    """The figures as JSON at `path` (nothing when None)."""
+    if path is not None:
+        path.write_text(json.dumps(out, indent=1, default=str))
+
+
 def main(argv=None) -> int:
     args = _args(argv)
     torch.set_num_threads(args.threads)
@@ -598,11 +604,9 @@ def main(argv=None) -> int:
     out["load_average_end"] = round(os.getloadavg()[0], 1)
     # Kept beside the runs too, so that the figures outlive a failure of what follows.
     args.runs.mkdir(parents=True, exist_ok=True)
-    (args.runs / "figures.json").write_text(json.dumps(out, indent=1, default=str))
-    text = markdown(out)
-    print(text)
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=1, default=str))
+    write_figures(out, args.runs / "figures.json")
+    print(markdown(out))
+    write_figures(out, args.json)
     return 0
 
 

@@ -57,6 +57,23 @@ async def write_inputs(ctx, dut, bits):
     ctx.set(dut.input_wr.en, 0)
 
 
+async def read_conv_windows(ctx, dut, cfg, l):
+    """Issue a StateBuffers read of every (row, col, channel chunk) of conv layer l, in that
+    order, and yield each after the clock edge that brings its states and xi (S1)."""
+    sh = cfg.conv_shape(l)
+    ctx.set(dut.issue.layer, l)
+    for row in range(sh.height):
+        for col in range(sh.width):
+            for h in range(cfg.channel_chunks(l)):
+                ctx.set(dut.issue.row, row)
+                ctx.set(dut.issue.col, col)
+                ctx.set(dut.issue.channel_chunk, h)
+                ctx.set(dut.issue.state_addr,
+                        (row * sh.width + col) * sh.in_channels + h * cfg.inputs_per_cycle)
+                await ctx.tick()
+                yield row, col, h
+
+
 def conv_config(overrides) -> NSMConfig:
     d = dict(overrides)
     dense = d.pop("dense")
@@ -392,21 +409,12 @@ def test_state_buffers_xi_plane(overrides):
                                             for s in range(M) for p in range(P)))
                 await ctx.tick()
             ctx.set(dut.xi_wr.en, 0)
-            ctx.set(dut.issue.layer, l)
             grid = plane[:, :sh.positions * sh.in_channels].reshape(M, sh.height, sh.width, -1)
-            for row in range(sh.height):
-                for col in range(sh.width):
-                    for h in range(cfg.channel_chunks(l)):
-                        ctx.set(dut.issue.row, row)
-                        ctx.set(dut.issue.col, col)
-                        ctx.set(dut.issue.channel_chunk, h)
-                        ctx.set(dut.issue.state_addr,
-                                (row * sh.width + col) * sh.in_channels + h * P)
-                        await ctx.tick()        # the xi come with the states, in S1
-                        want = [sum(int(grid[s, row, col, c]) << (c - h * P)
-                                    for c in range(h * P, min((h + 1) * P, sh.in_channels)))
-                                for s in range(M)]
-                        assert [ctx.get(dut.xi[s]) for s in range(M)] == want, (l, row, col, h)
+            async for row, col, h in read_conv_windows(ctx, dut, cfg, l):
+                want = [sum(int(grid[s, row, col, c]) << (c - h * P)
+                            for c in range(h * P, min((h + 1) * P, sh.in_channels)))
+                        for s in range(M)]
+                assert [ctx.get(dut.xi[s]) for s in range(M)] == want, (l, row, col, h)
 
     run(dut, bench)
 
@@ -459,20 +467,9 @@ def test_state_buffers_pool_and_read_conv_windows(overrides):
         ctx.set(dut.results.valid, 0)
         reads = [(0, [x] * M), (1, [pooled[s] for s in range(M)])]
         for l, states in reads[:cfg.n_conv]:
-            sh = cfg.conv_shape(l)
-            ctx.set(dut.issue.layer, l)
-            for row in range(sh.height):
-                for col in range(sh.width):
-                    for h in range(cfg.channel_chunks(l)):
-                        ctx.set(dut.issue.row, row)
-                        ctx.set(dut.issue.col, col)
-                        ctx.set(dut.issue.channel_chunk, h)
-                        ctx.set(dut.issue.state_addr,
-                                (row * sh.width + col) * sh.in_channels + h * P)
-                        await ctx.tick()        # the states come in the cycle after (S1)
-                        assert [ctx.get(dut.z[s]) for s in range(M)] == \
-                            [expected(l, states[s], row, col, h) for s in range(M)], \
-                            (l, row, col, h)
+            async for row, col, h in read_conv_windows(ctx, dut, cfg, l):
+                assert [ctx.get(dut.z[s]) for s in range(M)] == \
+                    [expected(l, states[s], row, col, h) for s in range(M)], (l, row, col, h)
         # A dense layer after the conv layer reads the pooled states by chunks.
         if cfg.n_conv == 1:
             ctx.set(dut.issue.layer, 1)

@@ -1,5 +1,7 @@
 """bench/mnist_bench.py: the RTL against the golden model (compare_rtl, rtl_results)."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -88,3 +90,14 @@ def test_markdown_states_the_rtl_count_and_what_was_reused():
     assert "| bNSM | 1 | 60 | 2.0 | 1.5 | 1.4 | 1.36 | 7.0 | yes |" in text
     assert "| gNSM | 60 | 2.0 | 1.5 | 1.4 | 0.805 | 7.0 | no |" in text
     assert "load average 3.0 at the start and 4.0 at the end" in text
+
+
+def test_figures_round_trip_through_their_json(tmp_path):
+    """The figures file reads back as the figures (numpy and path values as their text), and
+    no path writes nothing."""
+    figures = _figures()
+    mb.write_figures(figures, tmp_path / "figures.json")
+    back = json.loads((tmp_path / "figures.json").read_text())
+    assert back["pi_mnist"]["rows"]["bNSM"]["1"]["K"]["16"] == 1.5
+    mb.write_figures(figures, None)
+    assert list(tmp_path.iterdir()) == [tmp_path / "figures.json"]

@@ -47,6 +47,29 @@ def _inputs(n, seed=SEED):
     return rng.choice(np.array([-1, 1]), size=(n, SHAPE[0] * SHAPE[1] * SHAPE[2]))
 
 
+def _first_layer_case(config):
+    """The quantized integer network of `config`, a random a and b for its first layer's 3
+    output channels, 5 inputs, and the generator that drew a and b (seeded). |a| <= 1, so that
+    a * D does not drown S and a wrong xi changes signs."""
+    q, _ = quantize_nsm(_integer_net(config), config)
+    rng = np.random.default_rng(SEED)
+    a = rng.integers(-(1 << config.a_frac), (1 << config.a_frac) + 1, size=3)
+    b = rng.integers(-40, 40, size=3)
+    return q, a, b, _inputs(5), rng
+
+
+def _assert_first_layer_equals_golden(config, q, a, b, x, xi):
+    """The PyTorch quantized path's first conv layer (its noise draws patched by the caller)
+    equals the golden model's stages with the xi those draws imply."""
+    got = quantize_mod._conv_states_torch(
+        config, 0, torch.from_numpy(q.weights[0]).double(), torch.from_numpy(a),
+        torch.from_numpy(b), torch.from_numpy(x).double(), None, torch.float64)
+    S, D = golden.accumulate_conv(config, 0, q.weights[0], x, xi)
+    u = golden.add_bias(S, golden.a_multiply(config, a, D), b).reshape(len(x), -1)
+    want = golden.max_pool(config, 0, golden.sign(u))
+    assert np.array_equal(got.numpy(), want)
+
+
 def test_conv_spec_parses_and_formats():
     assert parse_conv_layers("32c5p2,64c5p2") == ((32, 5, 2), (64, 5, 2))
     assert parse_conv_layers("8c3, 16c1") == ((8, 3, 1), (16, 1, 1))
@@ -137,22 +160,11 @@ def test_ideal_noise_conv_layer_equals_golden_stages(monkeypatch):
     """The PyTorch quantized path's conv layer with every synapse kept (xi = 1) equals the
     golden model's stages (accumulate_conv, a multiply, bias, sign, max pooling)."""
     config = _config()
-    net = _integer_net(config)
-    q, _ = quantize_nsm(net, config)
-    rng = np.random.default_rng(SEED)
-    a = rng.integers(-(1 << (config.a_bits - 1)), 1 << (config.a_bits - 1), size=3)
-    b = rng.integers(-40, 40, size=3)
-    x = _inputs(5)
+    q, a, b, x, _ = _first_layer_case(config)
     monkeypatch.setattr(quantize_mod.torch, "randint",
                         lambda low, high, size, generator: torch.zeros(size, dtype=torch.int64))
-    got = quantize_mod._conv_states_torch(
-        config, 0, torch.from_numpy(q.weights[0]).double(), torch.from_numpy(a),
-        torch.from_numpy(b), torch.from_numpy(x).double(), None, torch.float64)
     xi = np.ones((len(x), config.positions(0), 3, config.fan_in(0)), np.int8)
-    S, D = golden.accumulate_conv(config, 0, q.weights[0], x, xi)
-    u = golden.add_bias(S, golden.a_multiply(config, a, D), b).reshape(len(x), -1)
-    want = golden.max_pool(config, 0, golden.sign(u))
-    assert np.array_equal(got.numpy(), want)
+    _assert_first_layer_equals_golden(config, q, a, b, x, xi)
 
 
 def test_ideal_per_input_noise_conv_layer_equals_golden_stages(monkeypatch):
@@ -160,23 +172,12 @@ def test_ideal_per_input_noise_conv_layer_equals_golden_stages(monkeypatch):
     (image, input state), equals the golden model's stages with those xi shared by every
     window (accumulate_conv of per-input xi)."""
     config = _config(noise="input")
-    net = _integer_net(config)
-    q, _ = quantize_nsm(net, config)
-    rng = np.random.default_rng(SEED)
-    a = rng.integers(-(1 << (config.a_bits - 1)), 1 << (config.a_bits - 1), size=3)
-    b = rng.integers(-40, 40, size=3)
-    x = _inputs(5)
+    q, a, b, x, rng = _first_layer_case(config)
     r = rng.integers(0, 1 << config.p_bits, size=x.shape)
     monkeypatch.setattr(quantize_mod.torch, "randint",
                         lambda low, high, size, generator: torch.from_numpy(r).reshape(size))
-    got = quantize_mod._conv_states_torch(
-        config, 0, torch.from_numpy(q.weights[0]).double(), torch.from_numpy(a),
-        torch.from_numpy(b), torch.from_numpy(x).double(), None, torch.float64)
-    xi = (r < config.p_keep).astype(np.uint8)
-    S, D = golden.accumulate_conv(config, 0, q.weights[0], x, xi)
-    u = golden.add_bias(S, golden.a_multiply(config, a, D), b).reshape(len(x), -1)
-    want = golden.max_pool(config, 0, golden.sign(u))
-    assert np.array_equal(got.numpy(), want)
+    _assert_first_layer_equals_golden(config, q, a, b, x,
+                                      (r < config.p_keep).astype(np.uint8))
 
 
 @pytest.fixture(scope="module")
