@@ -1,7 +1,9 @@
 """MNIST figures: the paper's Tables 1 and 2 reproduced, the PI-MNIST bNSM on the accelerator
 (quantized, golden model, RTL over the simulated UART) and its Monte-Carlo uncertainty.
 
-    python -m bench.mnist_bench [--json FIGURES.json] [--plots bench/plots]   (python -m bench --only mnist puts them in bench/results.json)
+    python -m bench.mnist_bench [--json FIGURES.json] [--plots bench/plots]
+
+(`python -m bench --only mnist` puts the figures in bench/results.json.)
 
 Prints one Markdown section. Training runs live in `--runs` (default runs/mnist/): a run whose
 metrics.json holds the asked-for epochs is reused, otherwise it is trained there with

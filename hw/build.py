@@ -364,7 +364,8 @@ def _parser() -> argparse.ArgumentParser:
     from model.cli import HelpFormatter, add_version, int_at_least, prog_name
 
     from .uart import MIN_BAUD_DIVISOR
-    p = argparse.ArgumentParser(prog=prog_name("nsm-build", "hw.build"), description=__doc__.split("\n")[0],
+    p = argparse.ArgumentParser(prog=prog_name("nsm-build", "hw.build"),
+                                description=__doc__.split("\n")[0],
                                 epilog="\n".join(__doc__.split("\n")[1:]),
                                 formatter_class=HelpFormatter)
     source = p.add_mutually_exclusive_group()
@@ -592,8 +593,8 @@ def _check_bitstream_config(out: Path, config: NSMConfig) -> None:
     except (TypeError, ValueError):
         same = False
     if not same:
-        raise ProgrammingError(f"hw.build: --no-build: the bitstream in {out} was built for another "
-                               f"configuration than {config.describe()}; rebuild it")
+        raise ProgrammingError(f"hw.build: --no-build: the bitstream in {out} was built for "
+                               f"another configuration than {config.describe()}; rebuild it")
 
 
 if __name__ == "__main__":

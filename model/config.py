@@ -238,7 +238,8 @@ class NSMConfig:
         need(0 <= self.a_frac < self.a_bits, "a_frac",
              f"must be in 0..a_bits-1 ({self.a_bits - 1}), got {self.a_frac}")
         need(2 <= self.bias_bits <= 32, "bias_bits", f"must be in 2..32, got {self.bias_bits}")
-        need(self.noise in NOISE_MODES, "noise", f"must be one of {NOISE_MODES}, got {self.noise!r}")
+        need(self.noise in NOISE_MODES, "noise",
+             f"must be one of {NOISE_MODES}, got {self.noise!r}")
         need(self.lfsr_layout in LFSR_LAYOUTS, "lfsr_layout",
              f"must be one of {LFSR_LAYOUTS}, got {self.lfsr_layout!r}")
         need(1 <= self.p_bits <= 16, "p_bits", f"must be in 1..16, got {self.p_bits}")

@@ -29,8 +29,8 @@ from .meta import ENCODINGS, DataSpec
 
 __all__ = ["DataError", "DIGITS_TEST_FRACTION", "load_digits_split", "load_digits_test",
            "read_idx", "load_idx_split", "load_idx_dataset", "IDX_FILES", "FASHION_MNIST_DIR",
-           "encode_threshold", "encode_thermometer", "encode", "ENCODINGS", "load_dataset", "DATASETS",
-           "CLASS_NAMES", "PIXELS", "data_spec", "identify_test_set"]
+           "encode_threshold", "encode_thermometer", "encode", "ENCODINGS", "load_dataset",
+           "DATASETS", "CLASS_NAMES", "PIXELS", "data_spec", "identify_test_set"]
 
 # Where Debian's `dataset-fashion-mnist` package puts the files.
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")

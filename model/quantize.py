@@ -2,7 +2,8 @@
 
 The hardware's hidden neuron (docs/contract.md, eq. 5 of the paper) is
 
-    u_i = S_i + shr_floor(a_i * D_i, a_frac) + b_i,  S_i = sum_j xi_ij w_ij z_j,  D_i = sum_j w_ij z_j
+    u_i = S_i + shr_floor(a_i * D_i, a_frac) + b_i,
+    S_i = sum_j xi_ij w_ij z_j,  D_i = sum_j w_ij z_j
 
 The float layer gives exactly (w, a, b) of eq. 5 (`NSMLinear.eq5_parameters`). Hidden rows get
 one positive scale s_i = max_j |w_ij| / w_max: w_ij -> round(w_ij / s_i), b_i -> round(b_i / s_i)

@@ -356,8 +356,9 @@ def read_checkpoint(path) -> dict:
                                 f"nsm-train)") from None
     needed = ("model", "optimizer", "options", "epoch", "history", "n_inputs", "n_classes")
     if not isinstance(ckpt, dict) or any(key not in ckpt for key in needed):
+        missing = [k for k in needed if not isinstance(ckpt, dict) or k not in ckpt]
         raise datamod.DataError(f"{path}: not a training checkpoint (a checkpoint.pt written by "
-                                f"nsm-train); it lacks {', '.join(k for k in needed if not isinstance(ckpt, dict) or k not in ckpt)}")
+                                f"nsm-train); it lacks {', '.join(missing)}")
     return ckpt
 
 

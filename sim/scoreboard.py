@@ -1,8 +1,9 @@
 """The one scoreboard of the testbenches: expected values come from the golden model.
 
 It compares, with ==, every neuron's u and z of every layer for every sample (from the trace
-stream; a conv layer's before pooling, neuron (y * W + x) * C_out + o), and every image's scores, votes and class (from the result). A mismatch raises at once,
-naming the image, sample, layer, neuron and the seed that replays the run.
+stream; a conv layer's before pooling, neuron (y * W + x) * C_out + o), and every image's
+scores, votes and class (from the result). A mismatch raises at once, naming the image,
+sample, layer, neuron and the seed that replays the run.
 """
 
 from __future__ import annotations

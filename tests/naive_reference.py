@@ -1,8 +1,9 @@
 """A deliberately naive implementation of docs/contract.md: plain Python loops and ints.
 
 It walks the hardware schedule literally (images -> passes -> slots -> layers -> groups ->
-output positions of a conv layer -> chunks -> positions p, one compute cycle at a time, one scalar LFSR step at a time) so that it
-shares no vectorized code with `model/golden.py`. Only for small configurations.
+output positions of a conv layer -> chunks -> positions p, one compute cycle at a time, one
+scalar LFSR step at a time) so that it shares no vectorized code with `model/golden.py`.
+Only for small configurations.
 """
 
 from __future__ import annotations

@@ -63,7 +63,9 @@ CASES = [
     ("nsm-export-checkpoint", "nsm", ["export", "{ckpt}"], 1,
      "nsm: error: {ckpt}: a training checkpoint, not a quantized model; quantize it first: "
      "nsm quantize {ckpt} -o quantized.npz"),
-    ("nsm-info-quantized", "nsm", ["info", "{q}"], 1, "nsm: error: {q}: a quantized model (.npz), not a weight image; make the image with: nsm export {q}"),
+    ("nsm-info-quantized", "nsm", ["info", "{q}"], 1,
+     "nsm: error: {q}: a quantized model (.npz), not a weight image; make the image with: "
+     "nsm export {q}"),
     ("nsm-quantize-npz", "nsm", ["quantize", "{q}"], 1,
      "nsm: error: {q}: not a training checkpoint (a checkpoint.pt written by nsm-train)"),
     ("nsm-quantize-lanes-0", "nsm", ["quantize", "{ckpt}", "--lanes", "0"], 2,
@@ -104,10 +106,12 @@ CASES = [
      "python -m tools.nsm run-one: error: argument --bits: not allowed with argument --index"),
     # hw.build
     ("build-config-npz", "build", ["--config", "{q}"], 2,
-     "python -m hw.build: error: bad configuration: --config: {q} is not a configuration JSON (binary file); for "
+     "python -m hw.build: error: bad configuration: --config: {q} is not a configuration JSON "
+     "(binary file); for "
      "a quantized model use --model, for an image --image"),
     ("build-model-checkpoint", "build", ["--model", "{ckpt}"], 2,
-     "python -m hw.build: error: bad configuration: {ckpt}: not a quantized model (.npz of QuantizedNSM): no "
+     "python -m hw.build: error: bad configuration: {ckpt}: not a quantized model (.npz of "
+     "QuantizedNSM): no "
      "configuration in it"),
     ("build-config-string-lanes", "build", ["--config", "{strlanes}"], 2,
      "python -m hw.build: error: bad configuration: lanes: must be an integer, got '8'"),

@@ -112,8 +112,8 @@ needs_nextpnr = pytest.mark.skipif(not (_HAS_YOSYS and _HAS_NEXTPNR), reason="th
     ("icebreaker", "nsm_top.bin", "ICESTORM_DSP"),
     ("ulx3s-85f", "nsm_top.bit", "MULT18X18D"),
 ], ids=["icebreaker", "ulx3s-85f"])
-def test_board_bitstream_with_one_dsp_per_epilogue_unit(board, bitstream, dsp_cell, config_file, tmp_path,
-                                               capsys):
+def test_board_bitstream_with_one_dsp_per_epilogue_unit(board, bitstream, dsp_cell, config_file,
+                                                        tmp_path, capsys):
     """A real place-and-route of a small configuration: a bitstream, a report that fits and
     meets the board clock, and as many DSP multipliers as shared epilogue units (the a_i
     multiply, nothing else)."""

@@ -34,8 +34,9 @@ def simulate(dut, bench):
 
 def receive(data: bytes, gaps=(), hold=0):
     """Send `data` into a FrameReceiver (a byte after `gaps[i]` idle cycles), read each frame's
-    payload, release it once read and `hold` cycles have passed; returns the frames (opcode, length, error,
-    payload, cycle the request appeared) and the cycles at which rx was ready while held."""
+    payload, release it once read and `hold` cycles have passed; returns the frames (opcode,
+    length, error, payload, cycle the request appeared) and the cycles at which rx was ready
+    while held."""
     dut = FrameReceiver(TIMEOUT)
     got, ready_while_held = [], []
 
