@@ -197,7 +197,7 @@ class TrainOptions:
 # build of that network (7-bit weights, 64 lanes, docs/hardware.md).
 _RECIPES = {
     ("mnist", "fc"): dict(hidden=(300, 300, 300), encoding="threshold", levels=1, lr=3e-4,
-                          epochs=60, weight_bits=7, lanes=64, eval_samples=(1, 16, 100),
+                          epochs=100, weight_bits=7, lanes=64, eval_samples=(1, 16, 100),
                           quantized_max_k=16, quantized_noise="lfsr", input_flip=0.05),
     ("mnist", "conv"): dict(arch="conv", encoding="threshold", levels=1, lr=3e-4, epochs=2,
                             eval_samples=(1, 16, 100), quantize=False),
