@@ -220,11 +220,12 @@ def _parse_nextpnr(log: str, family: str) -> dict:
 
 
 def build_board(config: NSMConfig, board: str, build_dir, *, baud: int = DEFAULT_BAUD,
-                clock_mhz: float | None = None) -> dict:
+                clock_mhz: float | None = None, synth_opts: str = "") -> dict:
     """Synthesize, place and route for `board` with its `sync` clock from the PLL at
-    `clock_mhz` (default: the board's, see BOARDS); returns the resource/Fmax report, also
-    written as `report.json` beside the bitstream. A design that does not fit has `fits: False`
-    and the numbers nextpnr printed (used / available)."""
+    `clock_mhz` (default: the board's, see BOARDS); `synth_opts` go to Yosys's synth_ice40 or
+    synth_ecp5 after the board's own. Returns the resource/Fmax report, also written as
+    `report.json` beside the bitstream. A design that does not fit has `fits: False` and the
+    numbers nextpnr printed (used / available)."""
     from .engine import NSMEngine
     spec = BOARDS[board]
     pll = board_pll(board, clock_mhz)
@@ -248,6 +249,7 @@ def build_board(config: NSMConfig, board: str, build_dir, *, baud: int = DEFAULT
                   "script_after_read": "delete t:$meminit_v2; "
                                        "setattr -set ram_style \"huge\" m:weights"
                   } if spec["family"] == "ice40" else {}
+        kwargs["synth_opts"] = " ".join(o for o in (kwargs.get("synth_opts", ""), synth_opts) if o)
         # A design slower than the board clock is still placed, routed and reported (timing
         # is a separate verdict from fitting, below), not an error without numbers.
         kwargs["nextpnr_opts"] = "--timing-allow-fail"
@@ -270,7 +272,7 @@ def build_board(config: NSMConfig, board: str, build_dir, *, baud: int = DEFAULT
                   clock_mhz=float(pll.out_hz) / 1e6, clock_hz=str(pll.out_hz),
                   oscillator_mhz=platform.default_clk_frequency / 1e6,
                   pll={k: v for k, v in vars(pll).items() if k != "ref_hz"},
-                  timing_margin=TIMING_MARGIN, baud=baud,
+                  timing_margin=TIMING_MARGIN, baud=baud, synth_opts=kwargs["synth_opts"],
                   baud_divisor=top.baud_divisor(platform),
                   cycles_per_inference=cycles,
                   inferences_per_s=float(pll.out_hz) / cycles,
@@ -398,6 +400,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--clock-mhz", type=float, default=None,
                    help="the board's clock, made by its PLL (default: " + ", ".join(
                        f"{b} {s['clock_mhz']} MHz" for b, s in sorted(BOARDS.items())) + ")")
+    p.add_argument("--synth-opts", default="", metavar="OPTS",
+                   help="more options of Yosys's synth_ice40 / synth_ecp5, written with '=' "
+                        "since they start with '-', e.g. --synth-opts=-dff (default: none)")
     p.add_argument("--program", action="store_true", help="program the board after building")
     p.add_argument("--no-build", action="store_true",
                    help="with --program: program the bitstream already in the build folder, "
@@ -499,6 +504,11 @@ def _check_args(parser, args) -> None:
         parser.error(f"--out: {args.out} is a file, not a folder")
     if args.clock_mhz is not None and args.board is None:
         parser.error("--clock-mhz: needs --board (the board whose PLL makes the clock)")
+    if args.synth_opts and args.board is None:
+        parser.error("--synth-opts: needs --board (options of the board's synthesis)")
+    if args.synth_opts and not args.synth_opts.lstrip().startswith("-"):
+        parser.error(f"--synth-opts: {args.synth_opts!r} is not Yosys options (each starts "
+                     f"with '-', e.g. --synth-opts=-dff)")
     if args.board is not None:
         from .pll import PLLError
         from .uart import MIN_BAUD_DIVISOR
@@ -572,7 +582,8 @@ def _run(args, config: NSMConfig, name: str) -> int:
         program_board(args.board, out)
         print(f"programmed {args.board}: {' '.join(program_command(args.board, out))}")
         return 0
-    report = build_board(config, args.board, out, baud=args.baud, clock_mhz=args.clock_mhz)
+    report = build_board(config, args.board, out, baud=args.baud, clock_mhz=args.clock_mhz,
+                         synth_opts=args.synth_opts)
     print(format_report(report))
     print(f"report: {out / 'report.json'}")
     if args.program and report["fits"]:

@@ -123,6 +123,11 @@ CASES = [
      "python -m hw.build: error: argument --baud: must be >= 1, got 0"),
     ("build-program-without-board", "build", ["--program"], 2,
      "python -m hw.build: error: --program: needs --board (the board to program)"),
+    ("build-synth-opts-without-board", "build", ["--synth-opts=-dff"], 2,
+     "python -m hw.build: error: --synth-opts: needs --board (options of the board's synthesis)"),
+    ("build-synth-opts-not-options", "build", ["--board", "ulx3s-85f", "--synth-opts", "dff"], 2,
+     "python -m hw.build: error: --synth-opts: 'dff' is not Yosys options (each starts with "
+     "'-', e.g. --synth-opts=-dff)"),
     ("build-no-build-without-program", "build", ["--board", "icebreaker", "--no-build"], 2,
      "python -m hw.build: error: --no-build: only with --program (program an existing "
      "bitstream)"),

