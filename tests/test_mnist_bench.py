@@ -93,8 +93,7 @@ def test_markdown_states_the_rtl_count_and_what_was_reused():
 
 
 def test_figures_round_trip_through_their_json(tmp_path):
-    """The figures file reads back as the figures (numpy and path values as their text), and
-    no path writes nothing."""
+    """The figures file reads back as the figures, and no path writes nothing."""
     figures = _figures()
     mb.write_figures(figures, tmp_path / "figures.json")
     back = json.loads((tmp_path / "figures.json").read_text())
