@@ -51,7 +51,12 @@ class LFSRBank(wiring.Component):
     layers: `save` snapshots every slot's state (start of a layer), `restore` makes this cycle
     start from the snapshots (start of every later group of the layer); conv layers take their
     numbers in a noise phase instead (advance only, see docs/engine.md).
+
+    A seed write is registered before it reaches its generator: the state holds the seed
+    `SEED_LATENCY` cycles after the write's cycle (an image load ends long before its START).
     """
+
+    SEED_LATENCY = 1
 
     def __init__(self, config: NSMConfig):
         self._config = config
@@ -75,6 +80,14 @@ class LFSRBank(wiring.Component):
         # Per-input noise replays the layer's bits for every group: keep the layer-start states.
         per_input = cfg.noise == "input"
 
+        # Seed writes are registered first, as a one-hot select per generator: decoding the
+        # address beside every state bit made the LUT mapper copy the decoder into each bit.
+        seed_sel = Signal(cfg.n_generators)
+        seed_data = Signal(width)
+        m.d.sync += [seed_sel.eq(Cat(self.seed_wr.en & (self.seed_wr.addr == n)
+                                     for n in range(cfg.n_generators))),
+                     seed_data.eq(self.seed_wr.data)]
+
         numbers = []  # every generator's numbers of this cycle, in generator order
         for n, state in enumerate(states):
             # The state this cycle starts from.
@@ -88,8 +101,8 @@ class LFSRBank(wiring.Component):
             next_bits, out = lfsr_unrolled([source[i] for i in range(width)], cfg.lfsr_taps,
                                            cfg.steps_per_cycle)
             # Seed writes win over stepping: loading an image restarts the stream.
-            with m.If(self.seed_wr.en & (self.seed_wr.addr == n)):
-                m.d.sync += state.eq(self.seed_wr.data)
+            with m.If(seed_sel[n]):
+                m.d.sync += state.eq(seed_data)
             with m.Elif(self.advance):
                 m.d.sync += state.eq(Cat(*next_bits))
             numbers.extend(Cat(*out[i:i + cfg.p_bits]) for i in range(0, len(out), cfg.p_bits))

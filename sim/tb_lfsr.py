@@ -13,8 +13,9 @@ import os
 
 import cocotb
 import numpy as np
-from cocotb.triggers import FallingEdge, Timer
+from cocotb.triggers import ClockCycles, FallingEdge, Timer
 
+from hw.lfsr import LFSRBank
 from model.lfsr import lfsr_bits, lfsr_state_after
 
 from .tb_common import load_setup, reset
@@ -56,6 +57,7 @@ async def lfsr_matches_model(dut):
         dut.seed_wr__en.value, dut.seed_wr__addr.value, dut.seed_wr__data.value = 1, n, s
     await FallingEdge(dut.clk)
     dut.seed_wr__en.value = 0
+    await ClockCycles(dut.clk, LFSRBank.SEED_LATENCY, rising=False)
 
     # 1. xi cycle by cycle.
     exp = expected_xi(cfg, seeds, XI_CYCLES)

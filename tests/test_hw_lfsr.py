@@ -46,6 +46,7 @@ def simulate(cfg: NSMConfig, schedule):
             ctx.set(dut.seed_wr.data, seed)
             await ctx.tick()
         ctx.set(dut.seed_wr.en, 0)
+        await ctx.tick().repeat(LFSRBank.SEED_LATENCY)
         for advance, save, restore in schedule:
             ctx.set(dut.advance, advance)
             ctx.set(dut.save, save)
@@ -115,6 +116,7 @@ def test_state_port_and_input_mode_layouts(layout):
         ctx.set(dut.seed_wr.data, seed)
         await ctx.tick()
         ctx.set(dut.seed_wr.en, 0)
+        await ctx.tick().repeat(LFSRBank.SEED_LATENCY)
         ctx.set(dut.advance, 1)
         for _ in range(cycles):
             got.append([(ctx.get(dut.xi) >> k) & 1 for k in range(cfg.lanes)])
@@ -143,6 +145,7 @@ def test_seed_write_restarts_the_stream():
             ctx.set(dut.seed_wr.data, seed)
             await ctx.tick()
         ctx.set(dut.seed_wr.en, 0)
+        await ctx.tick().repeat(LFSRBank.SEED_LATENCY)
         ctx.set(dut.advance, 1)
         for _ in range(7):
             await ctx.tick()
@@ -152,10 +155,12 @@ def test_seed_write_restarts_the_stream():
         ctx.set(dut.seed_wr.data, seeds[1])
         await ctx.tick()
         ctx.set(dut.seed_wr.en, 0)
+        await ctx.tick().repeat(LFSRBank.SEED_LATENCY)
         got.extend(int(ctx.get(dut.state)[n]) for n in range(2))
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
-    assert got == [lfsr_bits(seeds[0], cfg.lfsr_width, 8 * cfg.p_bits)[1], seeds[1]]
+    steps = (8 + LFSRBank.SEED_LATENCY) * cfg.p_bits
+    assert got == [lfsr_bits(seeds[0], cfg.lfsr_width, steps)[1], seeds[1]]
