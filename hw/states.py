@@ -86,19 +86,28 @@ class StateBuffers(wiring.Component):
             m.d.sync += inputs.word_select(self.input_wr.addr, 8).eq(self.input_wr.data)
 
         # Hidden states: the epilogue's z bits of hidden layers, into the slot's buffer; a
-        # merge sets the bits that are 1 (OR) and leaves the others.
+        # merge sets the bits that are 1 (OR) and leaves the others. Each entry's target is
+        # decoded once into a one-hot mask that all 2 * M buffers share (a decoder per buffer
+        # cost more LUTs than the buffers' bits); a beat's entries are distinct neurons.
         act_bits = max([cfg.chunks(l) * P for l in range(1, cfg.n_layers)]
                        + [cfg.layer_sizes[l + 1] for l in cfg.hidden_layers])
         act = [[Signal(act_bits, name=f"act{n}_slot{s}") for s in range(M)] for n in range(2)]
         beat = self.results
+        targets = []
+        for e, entry in enumerate(beat.payload.entries):
+            target = Signal(act_bits, name=f"target{e}")
+            m.d.comb += target.eq(Mux(entry.valid & (entry.z | ~beat.payload.merge),
+                                      Const(1, act_bits) << entry.state, 0))
+            targets.append((target, entry))
         for n in range(2):
-            with m.If(beat.valid & (beat.payload.layer != out_layer)
-                      & (beat.payload.layer[0] == n)):
-                for entry in beat.payload.entries:
-                    for s in range(M):
-                        with m.If(entry.valid & (entry.slot == s)
-                                  & (entry.z | ~beat.payload.merge)):
-                            m.d.sync += act[n][s].bit_select(entry.state, 1).eq(entry.z)
+            layer_hit = (beat.valid & (beat.payload.layer != out_layer)
+                         & (beat.payload.layer[0] == n))
+            for s in range(M):
+                value = act[n][s]
+                for target, entry in targets:
+                    mask = Mux(layer_hit & (entry.slot == s), target, 0)
+                    value = (value & ~mask) | (mask & entry.z.replicate(act_bits))
+                m.d.sync += act[n][s].eq(value)
 
         # Reading a dense layer: layer 0 reads the inputs (the same for every slot), layer
         # l > 0 buffer (l - 1) % 2. A mux of slices: word_select by a P that is not a power of
