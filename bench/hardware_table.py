@@ -21,7 +21,7 @@ from hw.engine import NSMEngine
 from model.config import NSMConfig
 
 __all__ = ["BEGIN_MARK", "END_MARK", "DocBlockError", "RAM_PORT_BITS", "board_figures",
-           "render", "report_config", "weight_reads_per_inference", "replace_doc_block"]
+           "render", "report_config", "running_clock", "weight_reads_per_inference", "replace_doc_block"]
 
 BEGIN_MARK = "<!-- bench:boards begin (python -m bench --only boards rewrites this block) -->"
 END_MARK = "<!-- bench:boards end -->"
@@ -56,6 +56,14 @@ def report_config(report: dict) -> NSMConfig | None:
         return None
 
 
+def running_clock(report: dict) -> float | None:
+    """The clock (MHz) a board build's bitstream runs at, or None when there is no bitstream
+    that fits and meets timing: no inference rate is claimed for such a build."""
+    if report.get("fits") is False or not report.get("timing_met"):
+        return None
+    return report.get("clock_mhz")
+
+
 def board_figures(report: dict) -> dict | None:
     """Figures of one board build (`report.json` of hw.build), or None if the report does not
     name a configuration."""
@@ -81,7 +89,8 @@ def board_figures(report: dict) -> dict | None:
         "clock_mhz": clock, "fmax_mhz": report.get("fmax_mhz"),
         "timing_met": report.get("timing_met"),
         "cycles_per_inference": cycles,
-        "inferences_per_s": clock * 1e6 / cycles if clock else None,
+        "inferences_per_s": running_clock(report) * 1e6 / cycles if running_clock(report)
+        else None,
         "synapse_ops_per_clock": syn_per_clock,
         "synapse_ops_per_clock_per_klut": 1000 * syn_per_clock / luts if luts else None,
         "ram_bits_per_clock": bits_per_clock, "chip_ram_bits_per_clock": chip_bits,

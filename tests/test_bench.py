@@ -75,6 +75,16 @@ def test_board_figures_at_the_clock_not_at_fmax_against_the_chips_bounds(fields)
         5000, 4, {"ICESTORM_RAM": 12, "ICESTORM_SPRAM": 2})
 
 
+@pytest.mark.parametrize("failure", [{"timing_met": False}, {"fits": False, "timing_met": False}],
+                         ids=["timing-missed", "does-not-fit"])
+def test_board_figures_claim_no_inference_rate_without_a_working_bitstream(failure):
+    from bench.hardware_table import board_figures
+    from model.config import digits_config
+    row = board_figures({**_ice40_report(digits_config()), **failure})
+    assert row["inferences_per_s"] is None
+    assert row["clock_mhz"] == 18.0 and row["luts"] == 5000
+
+
 def test_boards_section_rewrites_only_the_docs_block(tmp_path, monkeypatch):
     import bench.__main__ as bench_main
     _one_build(tmp_path, monkeypatch)
