@@ -74,7 +74,7 @@ def _cycles_table(board_reports: list[dict]) -> str:
     """Cycles per inference measured on the Verilator model of each network, and what they
     imply at the clock of each board built for that very configuration (same identity): the
     PLL clock its bitstream runs at, not its Fmax."""
-    from bench.hardware_table import report_config, running_clock
+    from bench.hardware_table import fastest_clock, report_config
     from model.config import digits_config, paper_config
     from model.params import QuantizedNSM
     from firmware.image import write_image
@@ -103,10 +103,9 @@ def _cycles_table(board_reports: list[dict]) -> str:
         per_sample = cycles / config.samples
         ips = []
         for board in boards:
-            clock = [running_clock(rep) for rep in board_reports if rep["board"] == board
-                     and getattr(report_config(rep), "identity", None) == config.identity]
-            ips.append(f"{clock[0] * 1e6 / cycles:.0f}" if clock and clock[0]
-                       else "no bitstream" if clock else "not built")
+            built, fastest = fastest_clock(board_reports, board, config.identity)
+            ips.append(f"{fastest * 1e6 / cycles:.0f}" if fastest
+                       else "no bitstream" if built else "not built")
         rows.append(f"| {'-'.join(map(str, config.layer_sizes))} | {config.lanes} | "
                     f"{config.samples} | {cycles} | {per_sample:.1f} | "
                     f"{config.ideal_cycles_per_sample} | "

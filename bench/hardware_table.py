@@ -21,7 +21,8 @@ from hw.engine import NSMEngine
 from model.config import NSMConfig
 
 __all__ = ["BEGIN_MARK", "END_MARK", "DocBlockError", "RAM_PORT_BITS", "board_figures",
-           "render", "report_config", "running_clock", "weight_reads_per_inference", "replace_doc_block"]
+           "fastest_clock", "render", "report_config", "running_clock",
+           "weight_reads_per_inference", "replace_doc_block"]
 
 BEGIN_MARK = "<!-- bench:boards begin (python -m bench --only boards rewrites this block) -->"
 END_MARK = "<!-- bench:boards end -->"
@@ -62,6 +63,14 @@ def running_clock(report: dict) -> float | None:
     if report.get("fits") is False or not report.get("timing_met"):
         return None
     return report.get("clock_mhz")
+
+
+def fastest_clock(reports: list[dict], board: str, identity: int) -> tuple[bool, float | None]:
+    """Whether `board` was built for the configuration `identity`, and the fastest clock (MHz)
+    of those builds whose bitstream works (None: none does)."""
+    clocks = [running_clock(rep) for rep in reports if rep.get("board") == board
+              and getattr(report_config(rep), "identity", None) == identity]
+    return bool(clocks), max((c for c in clocks if c), default=None)
 
 
 def board_figures(report: dict) -> dict | None:

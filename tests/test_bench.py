@@ -85,6 +85,19 @@ def test_board_figures_claim_no_inference_rate_without_a_working_bitstream(failu
     assert row["clock_mhz"] == 18.0 and row["luts"] == 5000
 
 
+def test_fastest_clock_of_a_configurations_working_builds():
+    from bench.hardware_table import fastest_clock
+    from model.config import digits_config
+    config, other = digits_config(), digits_config(lanes=8)
+    reports = [{**_ice40_report(config), "clock_mhz": 18.0},
+               {**_ice40_report(config), "clock_mhz": 24.0},
+               {**_ice40_report(config), "clock_mhz": 30.0, "timing_met": False},
+               {**_ice40_report(other), "clock_mhz": 40.0}]
+    assert fastest_clock(reports, "icebreaker", config.identity) == (True, 24.0)
+    assert fastest_clock(reports[2:3], "icebreaker", config.identity) == (True, None)
+    assert fastest_clock(reports, "ulx3s-85f", config.identity) == (False, None)
+
+
 def test_boards_section_rewrites_only_the_docs_block(tmp_path, monkeypatch):
     import bench.__main__ as bench_main
     _one_build(tmp_path, monkeypatch)
