@@ -84,6 +84,7 @@ def board_figures(report: dict) -> dict | None:
     total = {k: v.get("total", 0) for k, v in res.items()}
     cycles = NSMEngine.cycles_per_inference(config)
     clock = report.get("clock_mhz")
+    running = running_clock(report)
     luts = next((used[k] for k in LOGIC if k in used), None)
     syn_per_clock = config.samples * config.synapses / cycles
     bits_per_clock = weight_reads_per_inference(config) * config.weight_word_bits / cycles
@@ -98,8 +99,7 @@ def board_figures(report: dict) -> dict | None:
         "clock_mhz": clock, "fmax_mhz": report.get("fmax_mhz"),
         "timing_met": report.get("timing_met"),
         "cycles_per_inference": cycles,
-        "inferences_per_s": running_clock(report) * 1e6 / cycles if running_clock(report)
-        else None,
+        "inferences_per_s": running * 1e6 / cycles if running else None,
         "synapse_ops_per_clock": syn_per_clock,
         "synapse_ops_per_clock_per_klut": 1000 * syn_per_clock / luts if luts else None,
         "ram_bits_per_clock": bits_per_clock, "chip_ram_bits_per_clock": chip_bits,
