@@ -19,7 +19,18 @@ from model.config import NSMConfig
 
 from .interfaces import TraceLayout, neuron_range, state_range
 
-__all__ = ["Epilogue", "GroupTag"]
+__all__ = ["Epilogue", "GroupTag", "unit_pair", "pair_unit"]
+
+
+def unit_pair(config: NSMConfig, beat: int, unit: int) -> tuple[int, int] | None:
+    """The (slot, lane) pair that `unit` takes in `beat` of a group, None past the pairs."""
+    q = beat * config.epilogue_units + unit
+    return divmod(q, config.lanes) if q < config.parallel_samples * config.lanes else None
+
+
+def pair_unit(config: NSMConfig, slot: int, lane: int) -> tuple[int, int]:
+    """The (beat, unit) that takes the pair (slot, lane) of a group."""
+    return divmod(slot * config.lanes + lane, config.epilogue_units)
 
 
 def GroupTag(config: NSMConfig) -> data.StructLayout:
@@ -63,8 +74,7 @@ class Epilogue(wiring.Component):
     def elaborate(self, platform):
         cfg = self._config
         m = Module()
-        M, lanes, E, beats = (cfg.parallel_samples, cfg.lanes, cfg.epilogue_units,
-                              cfg.epilogue_beats)
+        E, beats = cfg.epilogue_units, cfg.epilogue_beats
         out_layer = cfg.n_layers - 1
 
         # Beat counter: beat 0 is the start cycle, the parameters are held for the others.
@@ -92,8 +102,7 @@ class Epilogue(wiring.Component):
                      e1_end.eq(self.tag.pass_end & (cur_beat == beats - 1))]
         units = []
         for e in range(E):
-            pairs = [divmod(b * E + e, lanes) if b * E + e < M * lanes else None
-                     for b in range(beats)]
+            pairs = [unit_pair(cfg, b, e) for b in range(beats)]
             pick = lambda f, default=0: Array(Const(default) if q is None else f(*q)
                                               for q in pairs)[cur_beat]
             s1 = Signal(signed(cfg.acc_bits), name=f"u{e}_s1")

@@ -31,6 +31,7 @@ from amaranth.lib.wiring import In, Out
 from firmware.frames import input_length
 from model.config import NSMConfig
 
+from .epilogue import pair_unit
 from .interfaces import TraceLayout, WriteSignature
 from .sequencer import IssueLayout, geometry, noise_phase_layers
 
@@ -103,11 +104,7 @@ class StateBuffers(wiring.Component):
             layer_hit = (beat.valid & (beat.payload.layer != out_layer)
                          & (beat.payload.layer[0] == n))
             for s in range(M):
-                value = act[n][s]
-                for target, entry in targets:
-                    mask = Mux(layer_hit & (entry.slot == s), target, 0)
-                    value = (value & ~mask) | (mask & entry.z.replicate(act_bits))
-                m.d.sync += act[n][s].eq(value)
+                m.d.sync += act[n][s].eq(self._written(act[n][s], s, layer_hit, targets))
 
         # Reading a dense layer: layer 0 reads the inputs (the same for every slot), layer
         # l > 0 buffer (l - 1) % 2. A mux of slices: word_select by a P that is not a power of
@@ -136,6 +133,26 @@ class StateBuffers(wiring.Component):
                 reads = [self._conv_read(l, plane, issue) for l in phased]
                 m.d.comb += self.xi[s].eq(Array(reads)[layer])
         return m
+
+    def _written(self, buffer, slot, layer_hit, targets):
+        """The value of `slot`'s buffer after the beat. Without conv layers, state j of a slot
+        is neuron j = g * lanes + k of a dense layer, the pair (slot, k) of group g, which only
+        one epilogue unit ever takes (`pair_unit`): each bit looks at that unit's entry alone,
+        not at all E (a bit per entry cost 2 * M * E LUTs per state). A conv layer's pooled
+        states are not aligned to the lanes: there every entry may hit every bit."""
+        cfg = self._config
+        if cfg.n_conv:
+            value = buffer
+            for target, entry in targets:
+                mask = Mux(layer_hit & (entry.slot == slot), target, 0)
+                value = (value & ~mask) | (mask & entry.z.replicate(len(buffer)))
+            return value
+        bits = []
+        for j in range(len(buffer)):
+            target, entry = targets[pair_unit(cfg, slot, j % cfg.lanes)[1]]
+            hit = layer_hit & (entry.slot == slot) & target[j]
+            bits.append(Mux(hit, entry.z, buffer[j]))
+        return Cat(bits)
 
     def _conv_read(self, layer, vector, issue):
         """The P channels h * P + p of position (row, col) of conv layer `layer`'s input

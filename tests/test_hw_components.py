@@ -335,9 +335,11 @@ def test_scores_votes_and_class_with_ties(overrides):
 
 @pytest.mark.parametrize("overrides", CONFIGS.values(), ids=CONFIGS.keys())
 def test_state_buffers_write_bits_read_chunks(overrides):
-    """Input bytes and the epilogue's z bits (per slot, ping-pong by layer) come back as the P
-    states of each chunk, the inputs the same for every slot (the P = 1 configuration uses the
-    block-RAM form, the others the register vectors)."""
+    """Input bytes and the epilogue's z bits (per slot, ping-pong by layer), in the
+    epilogue's order of pairs (`unit_pair`), come back as the P states of each chunk, the
+    inputs the same for every slot (the P = 1 configuration uses the block-RAM form, the
+    others the register vectors)."""
+    from hw.epilogue import unit_pair
     from hw.states import StateBuffers
     cfg = NSMConfig(**overrides)
     M, P, E = cfg.parallel_samples, cfg.inputs_per_cycle, cfg.epilogue_units
@@ -355,20 +357,21 @@ def test_state_buffers_write_bits_read_chunks(overrides):
     async def bench(ctx):
         await write_inputs(ctx, dut, x)
         for l, z in hidden.items():
-            pairs = [(s, i) for s in range(M) for i in range(cfg.fan_out(l))]
-            for n in range(0, len(pairs), E):
-                ctx.set(dut.results.valid, 1)
-                ctx.set(dut.results.payload.layer, l)
-                for e in range(E):
-                    entry = dut.results.payload.entries[e]
-                    ok = n + e < len(pairs)
-                    ctx.set(entry.valid, ok)
-                    if ok:
-                        s, i = pairs[n + e]
-                        ctx.set(entry.slot, s)
-                        ctx.set(entry.state, i)
-                        ctx.set(entry.z, int(z[s, i]))
-                await ctx.tick()
+            for g in range(cfg.groups(l)):
+                for b in range(cfg.epilogue_beats):
+                    ctx.set(dut.results.valid, 1)
+                    ctx.set(dut.results.payload.layer, l)
+                    for e in range(E):
+                        entry, pair = dut.results.payload.entries[e], unit_pair(cfg, b, e)
+                        s, k = pair or (0, cfg.lanes)
+                        i = g * cfg.lanes + k
+                        ok = pair is not None and i < cfg.fan_out(l)
+                        ctx.set(entry.valid, ok)
+                        if ok:
+                            ctx.set(entry.slot, s)
+                            ctx.set(entry.state, i)
+                            ctx.set(entry.z, int(z[s, i]))
+                    await ctx.tick()
             ctx.set(dut.results.valid, 0)
             # Layer l + 1 reads what layer l wrote; layer 0 reads the inputs.
             for layer, want in ((l + 1, [chunks(z[s]) for s in range(M)]),
