@@ -111,7 +111,7 @@ class LaneArray(wiring.Component):
         ctl_b = ctl_stage(ctl_a, "ctl_b")
 
         # Tree levels: pairwise sums, each level registered.
-        ctl_t = ctl_b
+        stages = [ctl_a, ctl_b]
         for level in range(tree_levels(cfg)):
             for terms, kind in ((s_terms, "s"), (d_terms, "d")):
                 for s in range(M):
@@ -125,18 +125,24 @@ class LaneArray(wiring.Component):
                             m.d.sync += r.eq(pair[0] + pair[1] if len(pair) == 2 else pair[0])
                             nxt.append(r)
                         terms[s][k] = nxt
-            ctl_t = ctl_stage(ctl_t, f"ctl_tree{level}")
+            stages.append(ctl_stage(stages[-1], f"ctl_tree{level}"))
+        ctl_t = stages[-1]
 
-        # Accumulate; at a group's last chunk the finished sums go to the outputs.
+        # Accumulate; at a group's last chunk the finished sums go to the outputs. The
+        # accumulators are zeroed in the cycle before a group's first chunk reaches them (the
+        # flip-flops' synchronous reset), so no mux picks between 0 and the sum.
+        clear = stages[-2].valid & stages[-2].first
         for s in range(M):
             for k in range(lanes):
                 s_acc = Signal(signed(cfg.acc_bits), name=f"s_acc{s}_{k}")
                 d_acc = Signal(signed(cfg.acc_bits), name=f"d_acc{s}_{k}")
                 d_in = Mux(ctl_t.layer0, d_terms[0][k][0], d_terms[s][k][0]) if s \
                     else d_terms[0][k][0]
-                s_next = Mux(ctl_t.first, 0, s_acc) + s_terms[s][k][0]
-                d_next = Mux(ctl_t.first, 0, d_acc) + d_in
-                with m.If(ctl_t.valid):
+                s_next = s_acc + s_terms[s][k][0]
+                d_next = d_acc + d_in
+                with m.If(clear):
+                    m.d.sync += [s_acc.eq(0), d_acc.eq(0)]
+                with m.Elif(ctl_t.valid):
                     m.d.sync += [s_acc.eq(s_next), d_acc.eq(d_next)]
                 with m.If(ctl_t.valid & ctl_t.last):
                     m.d.sync += [self.s[s][k].eq(s_next), self.d[s][k].eq(d_next)]

@@ -171,9 +171,10 @@ def test_sequencer_issues_the_schedule(overrides):
 
 @pytest.mark.parametrize("overrides", CONFIGS.values(), ids=CONFIGS.keys())
 def test_lane_array_sums(overrides):
-    """S and D of each (slot, lane) over the chunks of two groups == NumPy, the latency the
-    engine's drain relies on, layer 0 sharing slot 0's D, a padded chunk (`inside` = 0)
-    adding nothing to S or D."""
+    """S and D of each (slot, lane) over the chunks of three groups == NumPy (two back to back,
+    the third after idle cycles, as after a layer's drain), the latency the engine's drain
+    relies on, layer 0 sharing slot 0's D, a padded chunk (`inside` = 0) adding nothing to S
+    or D."""
     cfg = NSMConfig(**overrides)
     M, lanes, P = cfg.parallel_samples, cfg.lanes, cfg.inputs_per_cycle
     rng = np.random.default_rng(SEED)
@@ -192,13 +193,16 @@ def test_lane_array_sums(overrides):
         signed = signed * inside[:, None, None, None]
         return (w, z, xi, inside), ((xi * signed).sum(axis=(0, 3)), signed.sum(axis=(0, 3)))
 
-    groups = [group(layer0=True), group(layer0=False)]
+    groups = [group(layer0=True), group(layer0=False), group(layer0=False)]
+    gap = 3
+    starts = [0, chunks, 2 * chunks + gap]      # the S1 cycle of each group's first chunk
+    schedule = {start + c: (n, c) for n, start in enumerate(starts) for c in range(chunks)}
 
     async def bench(ctx):
-        for t in range(2 * chunks + 20):
-            n, c = divmod(t, chunks)
-            ctx.set(dut.valid, n < 2)
-            if n < 2:
+        for t in range(starts[-1] + chunks + 20):
+            n, c = schedule.get(t, (None, None))
+            ctx.set(dut.valid, n is not None)
+            if n is not None:
                 w, z, xi, inside = groups[n][0]
                 ctx.set(dut.inside, int(inside[c]))
                 ctx.set(dut.first, c == 0)
@@ -221,7 +225,7 @@ def test_lane_array_sums(overrides):
     run(dut, bench)
     # A group's sums arrive sums_latency - 1 cycles after its last chunk's S1 cycle.
     delay = LaneArray.sums_latency(cfg) - 1
-    assert [t for t, _, _ in got] == [chunks - 1 + delay, 2 * chunks - 1 + delay]
+    assert [t for t, _, _ in got] == [start + chunks - 1 + delay for start in starts]
     for (_, s, d), (_, (want_s, want_d)) in zip(got, groups):
         assert s == want_s.tolist() and d == want_d.tolist()
 
