@@ -314,8 +314,8 @@ class ImageLoader(wiring.Component):
                     bad = assembled[bits:] != 0
                     if name == "weights":
                         w = cfg.weight_bits
-                        for k in range(cfg.lanes):
-                            bad |= assembled[k * w:(k + 1) * w] == 1 << (w - 1)
+                        for n in range(cfg.lanes * cfg.inputs_per_cycle):
+                            bad |= assembled[n * w:(n + 1) * w] == 1 << (w - 1)
                     if name == "seeds":
                         bad |= assembled[:bits] == 0
                     m.d.comb += word_bad.eq(bad)

@@ -135,10 +135,10 @@ def test_frame_receiver_bytes_slower_than_the_timeout_are_still_one_frame():
 
 # -- ImageLoader --------------------------------------------------------------------------------
 
-def load(image: bytes, seed=SEED):
+def load(image: bytes, seed=SEED, config=CONFIG):
     """Feed `image` into a fresh ImageLoader (after `begin`), with random idle cycles between
     bytes; returns (error, complete, the writes of each section)."""
-    dut = ImageLoader(CONFIG)
+    dut = ImageLoader(config)
     ports = {"weights": dut.weight_wr, "a": dut.a_wr, "bias": dut.bias_wr, "seeds": dut.seed_wr}
     writes = {name: [] for name in ports}
     rng = np.random.default_rng(seed)
@@ -213,6 +213,36 @@ def test_image_loader_keeps_the_first_failed_check(damage, status):
     assert error == status
     if damage in ("magic", "identity"):      # a header refused: nothing written after it
         assert all(w == [] for w in writes.values())
+
+
+# P = 2: a weight word holds lanes * P weights, each of them checked.
+WIDE_WORDS = NSMConfig(layer_sizes=(10, 5, 3), lanes=2, inputs_per_cycle=2, weight_bits=5,
+                       a_bits=7, a_frac=3, bias_bits=9, lfsr_width=7, samples=4,
+                       name="host-parts-P2")
+
+
+@pytest.mark.parametrize("position", range(WIDE_WORDS.lanes * WIDE_WORDS.inputs_per_cycle),
+                         ids=lambda n: f"weight{n}")
+def test_image_loader_refuses_the_weight_minimum_at_every_place_of_a_word(position):
+    """-2^(w-1) (outside the symmetric range the sums are sized for) in any of the lanes * P
+    weights of a word is refused, by the gateware and by the software device alike."""
+    from tools.transport import ModelTransport
+    cfg, w = WIDE_WORDS, WIDE_WORDS.weight_bits
+    image = bytearray(write_image(QuantizedNSM.random(cfg, np.random.default_rng(SEED))))
+    body, nbytes = header_length(cfg), word_bytes(cfg.weight_word_bits)
+    word = int.from_bytes(image[body:body + nbytes], "little")
+    word = word & ~(((1 << w) - 1) << (position * w)) | (1 << (w - 1)) << (position * w)
+    image[body:body + nbytes] = word.to_bytes(nbytes, "little")
+    image[-CRC_BYTES:] = image_crc(bytes(image[:-CRC_BYTES])).to_bytes(CRC_BYTES, "little")
+    assert load(bytes(image), config=cfg)[0] == Status.IMAGE_CONTENT
+    model = ModelTransport(cfg)
+    statuses = []
+    for request in (encode_request(Opcode.IMAGE_BEGIN),
+                    encode_request(Opcode.IMAGE_DATA, bytes(image)),
+                    encode_request(Opcode.IMAGE_END)):
+        model.write(request)
+        statuses.append(Status(frames.parse_responses(model.read(len(model._out), 0))[0].status))
+    assert next(s for s in statuses if s != Status.OK) == Status.IMAGE_CONTENT, statuses
 
 
 def test_image_loader_begin_restarts_a_load():

@@ -397,8 +397,8 @@ class _ImageLoader:
             bad = word >> bits != 0
             if name == "weights":
                 w = cfg.weight_bits
-                bad |= any(word >> (k * w) & ((1 << w) - 1) == 1 << (w - 1)
-                           for k in range(cfg.lanes))
+                bad |= any(word >> (n * w) & ((1 << w) - 1) == 1 << (w - 1)
+                           for n in range(cfg.lanes * cfg.inputs_per_cycle))
             if name == "seeds":
                 bad |= word & ((1 << bits) - 1) == 0
             self.content_bad |= bad
