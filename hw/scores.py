@@ -6,12 +6,13 @@
     class = argmax_c score_c, one class per cycle (strict >: lowest index wins ties)
 """
 
-from amaranth.hdl import Array, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from model.config import NSMConfig
 
+from .epilogue import unit_pair
 from .interfaces import ResultLayout, TraceLayout
 
 __all__ = ["Scores"]
@@ -40,10 +41,10 @@ class Scores(wiring.Component):
         output = self.entries.valid & (self.entries.payload.layer == cfg.n_layers - 1)
         scores, votes = self.result.scores, self.result.votes
 
-        # Which units can carry class c: unit e takes lanes (b * E + e) % lanes.
+        # Which units can carry class c: the lanes of the pairs each unit takes.
         E = cfg.epilogue_units
-        unit_lanes = [{(b * E + e) % lanes for b in range(cfg.epilogue_beats)
-                       if b * E + e < M * lanes} for e in range(E)]
+        unit_lanes = [{pair[1] for b in range(cfg.epilogue_beats)
+                       if (pair := unit_pair(cfg, b, e)) is not None} for e in range(E)]
 
         # Scores: every logit of a valid sample is added to its class.
         for c in range(n_cls):
@@ -58,22 +59,36 @@ class Scores(wiring.Component):
         vote_now = Signal()
         m.d.sync += vote_now.eq(self.entries.valid & self.entries.payload.pass_end)
 
-        # Running argmax per slot, through the beat's entries in order (ascending neurons).
+        # Running argmax per slot: the leftmost maximum of the running best and the beat's
+        # entries of the slot (in neuron order), found by a tree of pairwise choices (the
+        # later one wins only if strictly greater), not a chain through the entries: the
+        # comparisons are independent carry chains. A neuron-0 entry starts the slot's pass
+        # (the first of its entries in the beat): the running best is then out of the race.
         best_u = [Signal(signed(cfg.u_bits), name=f"best_u{s}") for s in range(M)]
         best_c = [Signal(range(max(n_cls, 2)), name=f"best_c{s}") for s in range(M)]
         voting = [Signal(name=f"voting{s}") for s in range(M)]
         for s in range(M):
-            u, c, seen = best_u[s], best_c[s], 0
-            for e in range(E):
-                x = entries[e]
-                mine = output & x.valid & (x.slot == s)
-                take = mine & ((x.neuron == 0) | (x.u > u))
-                # Named signals, not nested expressions: each step reads the last one twice.
-                u_next = Signal.like(best_u[s], name=f"best_u{s}_after{e}")
-                c_next = Signal.like(best_c[s], name=f"best_c{s}_after{e}")
-                m.d.comb += [u_next.eq(Mux(take, x.u, u)), c_next.eq(Mux(take, x.neuron, c))]
-                u, c = u_next, c_next
-                seen = seen | mine
+            mine = [output & x.valid & (x.slot == s) for x in entries]
+            restart = Cat(m_ & (x.neuron == 0) for m_, x in zip(mine, entries)).any()
+            race = [(~restart, best_u[s], best_c[s])] + [
+                (m_, x.u, x.neuron) for m_, x in zip(mine, entries)]
+            level = 0
+            while len(race) > 1:
+                nxt = []
+                for n in range(0, len(race) - 1, 2):
+                    (a_in, a_u, a_c), (b_in, b_u, b_c) = race[n], race[n + 1]
+                    pick_b = b_in & (~a_in | (b_u > a_u))
+                    name = f"slot{s}_l{level}_{n // 2}"
+                    in_, u, c = (Signal(name=f"{name}_in"), Signal.like(best_u[s], name=f"{name}_u"),
+                                 Signal.like(best_c[s], name=f"{name}_c"))
+                    m.d.comb += [in_.eq(a_in | b_in), u.eq(Mux(pick_b, b_u, a_u)),
+                                 c.eq(Mux(pick_b, b_c, a_c))]
+                    nxt.append((in_, u, c))
+                if len(race) % 2:
+                    nxt.append(race[-1])
+                race, level = nxt, level + 1
+            _, u, c = race[0]
+            seen = Cat(mine).any()
             m.d.sync += [best_u[s].eq(u), best_c[s].eq(c)]
             # A slot votes once per pass, when it had a valid sample in it.
             with m.If(self.clear):
