@@ -248,7 +248,9 @@ class ImageLoader(wiring.Component):
         last_word = Array(Const(words - 1, 32) for _, words, _ in sections)
         word_done = feed & in_body & (word_byte == last_byte[section])
 
-        word_bad = self._write_word(m, section, word, assembled, word_done)
+        written, word_bad = self._write_word(m, section, word, assembled, word_done)
+        with m.If(written):
+            m.d.sync += content_bad.eq(content_bad | word_bad)
 
         # Each byte by where it lies: header, body (words), data (the CRC alone covers it),
         # trailer, or past the end.
@@ -259,8 +261,7 @@ class ImageLoader(wiring.Component):
             with m.Elif(in_body):
                 m.d.sync += word_buf.eq(assembled)
                 with m.If(word_done):
-                    m.d.sync += [word_byte.eq(0), word_buf.eq(0), word.eq(word + 1),
-                                 content_bad.eq(content_bad | word_bad)]
+                    m.d.sync += [word_byte.eq(0), word_buf.eq(0), word.eq(word + 1)]
                     with m.If(word == last_word[section]):
                         m.d.sync += [word.eq(0), section.eq(section + 1)]
                 with m.Else():
@@ -299,27 +300,36 @@ class ImageLoader(wiring.Component):
             m.d.sync += data_length[8:].eq(byte)
 
     def _write_word(self, m, section, word, assembled, word_done):
-        """The finished word goes to address `word` of its section's port; returns whether it
-        holds a value the hardware cannot use: set padding bits, a weight of -2^(w-1) (outside
-        the symmetric range the accumulators are sized for), a zero LFSR seed (stuck at zero)."""
+        """The finished word goes to address `word` of its section's port in the cycle after
+        its last byte, from registers: the byte comes straight from the receiver's block RAM,
+        and a weight word's bits go to every block RAM of the weight memory and through its
+        lanes * P checks, too long a path for one cycle. Returns (the write's cycle, whether
+        the word holds a value the hardware cannot use: set padding bits, a weight of -2^(w-1)
+        (outside the symmetric range the accumulators are sized for), a zero LFSR seed (stuck
+        at zero))."""
         cfg = self._config
+        written, data = Signal(), Signal.like(assembled)
+        addr, at = Signal.like(word), Signal.like(section)
+        m.d.sync += written.eq(word_done)
+        with m.If(word_done):
+            m.d.sync += [data.eq(assembled), addr.eq(word), at.eq(section)]
         word_bad = Signal()
         ports = [getattr(self, self.PORTS[name]) for name, _, _ in image_sections(cfg)]
         for port in ports:
-            m.d.comb += [port.addr.eq(word), port.data.eq(assembled)]
-        with m.Switch(section):
+            m.d.comb += [port.addr.eq(addr), port.data.eq(data)]
+        with m.Switch(at):
             for n, (port, (name, _, bits)) in enumerate(zip(ports, image_sections(cfg))):
                 with m.Case(n):
-                    m.d.comb += port.en.eq(word_done)
-                    bad = assembled[bits:] != 0
+                    m.d.comb += port.en.eq(written)
+                    bad = data[bits:] != 0
                     if name == "weights":
                         w = cfg.weight_bits
                         for n in range(cfg.lanes * cfg.inputs_per_cycle):
-                            bad |= assembled[n * w:(n + 1) * w] == 1 << (w - 1)
+                            bad |= data[n * w:(n + 1) * w] == 1 << (w - 1)
                     if name == "seeds":
-                        bad |= assembled[:bits] == 0
+                        bad |= data[:bits] == 0
                     m.d.comb += word_bad.eq(bad)
-        return word_bad
+        return written, word_bad
 
 
 class CommandExecutor(wiring.Component):

@@ -183,9 +183,12 @@ def _image(damage=None):
         image += b"\x00"
     elif damage == "long":
         image += b"\x00"
-    elif damage in ("zero-seed", "weight-padding"):
+    elif damage in ("zero-seed", "zero-last-seed", "weight-padding"):
         if damage == "zero-seed":
             image[seeds_at] = 0
+        elif damage == "zero-last-seed":        # the image's last word, checked last
+            image[-CRC_BYTES - word_bytes(CONFIG.lfsr_width):-CRC_BYTES] = bytes(
+                word_bytes(CONFIG.lfsr_width))
         else:
             image[body + 1] |= 0x80
         image[-CRC_BYTES:] = image_crc(bytes(image[:-CRC_BYTES])).to_bytes(CRC_BYTES, "little")
@@ -204,7 +207,7 @@ def test_image_loader_writes_every_word_and_completes():
 LOADER_ERRORS = [("magic", Status.IMAGE_MAGIC), ("identity", Status.IMAGE_CONFIG),
                  ("crc", Status.IMAGE_CRC), ("crc-then-more", Status.IMAGE_CRC),
                  ("long", Status.IMAGE_LENGTH), ("zero-seed", Status.IMAGE_CONTENT),
-                 ("weight-padding", Status.IMAGE_CONTENT)]
+                 ("zero-last-seed", Status.IMAGE_CONTENT), ("weight-padding", Status.IMAGE_CONTENT)]
 
 
 @pytest.mark.parametrize("damage,status", LOADER_ERRORS, ids=[d for d, _ in LOADER_ERRORS])
