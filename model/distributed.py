@@ -16,6 +16,7 @@ the mean loss over the global batch, as in a single process. Each process draws 
 
 from __future__ import annotations
 
+import gc
 import os
 
 import torch
@@ -71,5 +72,10 @@ def epoch_sampler(n: int, seed: int):
 
 
 def shutdown() -> None:
+    """Leave the process group. Call it once no DistributedDataParallel wrapper is in use."""
     if dist.is_available() and dist.is_initialized():
+        # A wrapper no longer referenced can still hold the group through reference cycles;
+        # collected now, the group's threads are joined here and not while the interpreter
+        # exits, where a thread still joinable aborts the process (SIGABRT).
+        gc.collect()
         dist.destroy_process_group()

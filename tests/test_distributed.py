@@ -57,6 +57,7 @@ def _gradients_worker(rank: int, port: int, out: str) -> None:
         dist.all_gather(slots, g)
     if rank == 0:
         torch.save({"averaged": averaged, "gathered": gathered}, out)
+    del ddp                                   # shutdown() wants no wrapper in use
     distributed.shutdown()
 
 
