@@ -75,13 +75,14 @@ def _args(argv):
                    help="epochs of the digits CNN (default %(default)s)")
     p.add_argument("--mnist-epochs", type=int_at_least(1), default=40,
                    help="epochs of the MNIST CNN (default %(default)s)")
-    # The first is the fallback when no build meets timing: P = 1, M = 2 is the block-RAM state
-    # form, whose RTL Verilator translates here (P = 4's register-vector windows ran it out of
-    # memory).
-    p.add_argument("--hw", type=_pm_list, default=((1, 2), (4, 4), (4, 8), (4, 16)),
+    # The first is the fallback when no build meets timing. P = 1 is the block-RAM state form
+    # (M = 8 and 16 with 3 and 6 epilogue units, slot-minor), whose RTL Verilator translates
+    # here (P = 4's register-vector windows ran it out of memory).
+    p.add_argument("--hw", type=_pm_list,
+                   default=((1, 2), (1, 8), (1, 16), (4, 4), (4, 8), (4, 16)),
                    help="inputs per cycle x parallel samples (P x M) of the MNIST CNN's ULX3S "
                         "builds to look for; the first is used when none meets timing "
-                        "(default 1x2,4x4,4x8,4x16)")
+                        "(default 1x2,1x8,1x16,4x4,4x8,4x16)")
     p.add_argument("--golden-images", type=int_at_least(1), default=10000,
                    help="MNIST test images on the golden model (default %(default)s)")
     p.add_argument("--cnn-rtl-images", type=int_at_least(0), default=200,

@@ -5,9 +5,10 @@
     z = (u >= 0)
 
 E = `config.epilogue_units` units, one a*D multiplier each, take the lanes * M pairs of a group
-in `config.epilogue_beats` cycles: in beat b, unit e takes pair q = b * E + e (slot q // lanes,
-lane q % lanes). Beats never exceed the chunks of a group, so a group's pairs are through
-before the lane array hands over the next group's sums. Three stages: E1 select the pair and
+in `config.epilogue_beats` cycles: in beat b, unit e takes pair q = b * E + e, lane-major
+(slot q // lanes, lane q % lanes), or slot-minor (lane q // M, slot q % M) where `slot_minor`
+says so. Beats never exceed the chunks of a group, so a group's pairs are through before the
+lane array hands over the next group's sums. Three stages: E1 select the pair and
 its parameters, E2 multiply (registered, for the DSP's output register), E3 u.
 """
 
@@ -19,18 +20,33 @@ from model.config import NSMConfig
 
 from .interfaces import TraceLayout, neuron_range, state_range
 
-__all__ = ["Epilogue", "GroupTag", "unit_pair", "pair_unit"]
+__all__ = ["Epilogue", "GroupTag", "slot_minor", "unit_pair", "pair_unit"]
+
+
+def slot_minor(config: NSMConfig) -> bool:
+    """Whether the pairs go slot-minor: with P = 1 and 1 < E <= M, where the E entries of a beat
+    are then E distinct slots, so that the state buffers stay block RAMs (one write per slot
+    memory a cycle, `StateBuffers.uses_memories`). Lane-major otherwise."""
+    return config.inputs_per_cycle == 1 and 1 < config.epilogue_units <= config.parallel_samples
 
 
 def unit_pair(config: NSMConfig, beat: int, unit: int) -> tuple[int, int] | None:
     """The (slot, lane) pair that `unit` takes in `beat` of a group, None past the pairs."""
+    M, lanes = config.parallel_samples, config.lanes
     q = beat * config.epilogue_units + unit
-    return divmod(q, config.lanes) if q < config.parallel_samples * config.lanes else None
+    if q >= M * lanes:
+        return None
+    if slot_minor(config):
+        lane, slot = divmod(q, M)
+        return slot, lane
+    return divmod(q, lanes)
 
 
 def pair_unit(config: NSMConfig, slot: int, lane: int) -> tuple[int, int]:
     """The (beat, unit) that takes the pair (slot, lane) of a group."""
-    return divmod(slot * config.lanes + lane, config.epilogue_units)
+    q = (lane * config.parallel_samples + slot if slot_minor(config)
+         else slot * config.lanes + lane)
+    return divmod(q, config.epilogue_units)
 
 
 def GroupTag(config: NSMConfig) -> data.StructLayout:

@@ -14,7 +14,8 @@ layer, written by the noise phase before the layer and read like the states (sam
 address, same cycle), so every window that reads state j gets the same xi_j.
 
 Two forms, chosen by the configuration (`StateBuffers.uses_memories`):
-- P = 1 and one epilogue unit: one state read and at most one written per cycle and slot, the
+- P = 1 and E <= M epilogue units (E = 1, or the slot-minor pair order that puts a beat's E
+  entries in E distinct slots): one state read and at most one written per cycle and slot, the
   form block RAM serves: the inputs in a memory of bytes, each hidden buffer a memory of
   1-bit words (what keeps the iCE40 UP5K's logic cells for the datapath), addressed by the
   sequencer's `state_addr` (a conv layer's too: a counter, no multiply);
@@ -31,7 +32,7 @@ from amaranth.lib.wiring import In, Out
 from firmware.frames import input_length
 from model.config import NSMConfig
 
-from .epilogue import pair_unit
+from .epilogue import pair_unit, slot_minor, unit_pair
 from .interfaces import TraceLayout, WriteSignature
 from .sequencer import IssueLayout, geometry, noise_phase_layers
 
@@ -69,7 +70,8 @@ class StateBuffers(wiring.Component):
 
     @staticmethod
     def uses_memories(config: NSMConfig) -> bool:
-        return config.inputs_per_cycle == 1 and config.epilogue_units == 1
+        return config.inputs_per_cycle == 1 and (config.epilogue_units == 1
+                                                 or slot_minor(config))
 
     def elaborate(self, platform):
         if self.uses_memories(self._config):
@@ -186,19 +188,31 @@ class StateBuffers(wiring.Component):
                      in_write.data.eq(self.input_wr.data), in_read.addr.eq(addr >> 3)]
 
         # Hidden states, one bit a word, per slot and ping-pong buffer; a merge writes 1s only.
+        # A beat holds at most one entry of a slot (one unit, or slot-minor pairs): the slot's
+        # write is the OR of the entries of the units that ever take its pairs, masked by slot.
         depth = max(cfg.layer_sizes[l + 1] for l in cfg.hidden_layers)
-        entry, beat = self.results.payload.entries[0], self.results
+        beat = self.results
+        hidden_beat = beat.valid & (beat.payload.layer != out_layer)
         for s in range(M):
+            units = sorted({e for b in range(cfg.epilogue_beats)
+                            for e in range(cfg.epilogue_units)
+                            if (unit_pair(cfg, b, e) or (None,))[0] == s})
+            entries = [beat.payload.entries[e] for e in units]
+            hits = [entry.valid & (entry.slot == s) for entry in entries]
+            state = Signal.like(entries[0].state, name=f"write_state_slot{s}")
+            z = Signal(name=f"write_z_slot{s}")
+            m.d.comb += [state.eq(_or(Mux(hit, entry.state, 0)
+                                      for hit, entry in zip(hits, entries))),
+                         z.eq(_or(hit & entry.z for hit, entry in zip(hits, entries)))]
+            hit_any = _or(hits)
             reads = []
             for n in range(2):
                 mem = Memory(shape=1, depth=depth, init=[])
                 m.submodules[f"act{n}_slot{s}"] = mem
                 write, read = mem.write_port(), mem.read_port(domain="sync")
-                m.d.comb += [write.en.eq(beat.valid & (beat.payload.layer != out_layer)
-                                         & (beat.payload.layer[0] == n) & entry.valid
-                                         & (entry.slot == s)
-                                         & (entry.z | ~beat.payload.merge)),
-                             write.addr.eq(entry.state), write.data.eq(entry.z),
+                m.d.comb += [write.en.eq(hidden_beat & (beat.payload.layer[0] == n) & hit_any
+                                         & (z | ~beat.payload.merge)),
+                             write.addr.eq(state), write.data.eq(z),
                              read.addr.eq(addr)]
                 reads.append(read.data)
             hidden = Mux(layer[0], reads[0], reads[1])
@@ -216,3 +230,12 @@ class StateBuffers(wiring.Component):
                              write.data.eq(wr.data[s]), read.addr.eq(addr),
                              self.xi[s].eq(read.data)]
         return m
+
+
+def _or(values):
+    """The OR of the values (at least one)."""
+    values = list(values)
+    out = values[0]
+    for v in values[1:]:
+        out = out | v
+    return out

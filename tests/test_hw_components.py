@@ -21,6 +21,9 @@ CONFIGS = {
     "lanes2-P4-M3-K4": dict(layer_sizes=(10, 6, 3), lanes=2, inputs_per_cycle=4,
                             parallel_samples=3, samples=4),
     "lanes4-P1-M1-K2": dict(layer_sizes=(7, 4, 3), lanes=4, samples=2),
+    # E = 2 <= M: slot-minor pairs, the block-RAM state form.
+    "lanes3-P1-M3-E2-K5": dict(layer_sizes=(10, 7, 5, 3), lanes=3, parallel_samples=3,
+                               samples=5),
 }
 
 

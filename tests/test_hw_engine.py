@@ -41,6 +41,11 @@ CONFIGS = {
     "l4-fan_in1-per_lane-K1": dict(layer_sizes=(1, 6, 1, 3), lanes=4, samples=1),
     "l3-w8-wide-bias-extremes-K1": dict(layer_sizes=(12, 4, 2), lanes=3, lfsr_layout="wide",
                                         bias_bits=4, a_bits=3, a_frac=2, samples=1),
+    # P = 1 with 1 < E <= M: slot-minor epilogue pairs, the states in block RAM.
+    "l3-P1-M3-E2-K5-slot_minor": dict(layer_sizes=(10, 7, 5, 3), lanes=3, parallel_samples=3,
+                                      samples=5),
+    "l3-P1-M4-E3-K7-input-slot_minor": dict(layer_sizes=(9, 7, 4, 3), lanes=3,
+                                            parallel_samples=4, samples=7, noise="input"),
 }
 IMAGES = 2
 
@@ -63,6 +68,9 @@ CONV_CONFIGS = {
     "5x5x1-2c5p1-3c1p1-4-l4-P1-M2-K3-wide": dict(
         input_shape=(5, 5, 1), conv_layers=((2, 5, 1), (3, 1, 1)), dense=(4,), lanes=4,
         parallel_samples=2, samples=3, lfsr_layout="wide"),
+    "4x4x1-3c3p2-4-l3-P1-M4-E2-K5-slot_minor": dict(
+        input_shape=(4, 4, 1), conv_layers=((3, 3, 2),), dense=(4,), lanes=3,
+        parallel_samples=4, samples=5),
 }
 # Per-input noise in conv layers (a noise phase, the xi planes): lanes 2/3, P 1/2/3, M 1/2,
 # kernels 1/3, both layouts, sizes dividing neither the lanes, P nor M, P = M = 1 (the
@@ -81,6 +89,9 @@ CONV_INPUT_CONFIGS = {
     "4x4x1-2c3p2-3c3p2-4-l2-P1-M2-K3-input": dict(
         input_shape=(4, 4, 1), conv_layers=((2, 3, 2), (3, 3, 2)), dense=(4,), lanes=2,
         parallel_samples=2, samples=3, noise="input"),
+    "4x4x2-3c3p2-4c1-4-l3-P1-M3-E3-K4-input-wide-slot_minor": dict(
+        input_shape=(4, 4, 2), conv_layers=((3, 3, 2), (4, 1, 1)), dense=(4,), lanes=3,
+        parallel_samples=3, samples=4, noise="input", lfsr_layout="wide"),
 }
 
 

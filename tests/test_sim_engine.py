@@ -32,6 +32,10 @@ ENGINE_CONFIGS = [
     NSMConfig(layer_sizes=(32, 12, 5, 3), lanes=2, inputs_per_cycle=2, parallel_samples=2,
               samples=3, conv_layers=((3, 3, 2),), input_shape=(4, 4, 2), noise="input",
               name="conv-4x4x2-3c3p2-lanes2-P2-M2-K3-input"),
+    # P = 1 with E = 2 <= M = 4: slot-minor epilogue pairs, the states in block RAM.
+    NSMConfig(layer_sizes=(16, 12, 4), lanes=3, parallel_samples=4, samples=5,
+              conv_layers=((3, 3, 2),), input_shape=(4, 4, 1),
+              name="conv-4x4x1-3c3p2-lanes3-P1-M4-E2-K5"),
 ]
 # Behind `-m slow`: each build costs a minute or more on 2 cores.
 SLOW_CONFIGS = [
