@@ -6,7 +6,7 @@ Each configuration compiles once per session (cached in build/sim/). NSM_SEED re
 
 import pytest
 
-from model.config import NSMConfig
+from model.config import NSMConfig, conv_layer_sizes
 from sim import testing as st
 from sim import verilator as sv
 
@@ -46,6 +46,10 @@ SLOW_CONFIGS = [
               p_keep=9, samples=8, name="lanes5-input-wide-p9of16"),
     NSMConfig(layer_sizes=(23, 11, 9, 3), lanes=2, noise="input", inputs_per_cycle=5,
               parallel_samples=3, samples=7, name="lanes2-input-P5-M3-K7"),
+    # The MNIST CNN's ULX3S form (docs/hardware.md): 8 lanes, P = 1, M = 8, 3 epilogue units.
+    NSMConfig(layer_sizes=conv_layer_sizes((28, 28, 1), ((8, 5, 2), (16, 5, 2)), (64, 10)),
+              conv_layers=((8, 5, 2), (16, 5, 2)), input_shape=(28, 28, 1), lanes=8,
+              weight_bits=7, samples=16, parallel_samples=8, name="mnist-cnn-lanes8-P1-M8"),
 ]
 
 
