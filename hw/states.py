@@ -24,6 +24,9 @@ Two forms, chosen by the configuration (`StateBuffers.uses_memories`):
   chunk, which no block-RAM width serves.
 """
 
+import functools
+import operator
+
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
@@ -201,10 +204,10 @@ class StateBuffers(wiring.Component):
             hits = [entry.valid & (entry.slot == s) for entry in entries]
             state = Signal.like(entries[0].state, name=f"write_state_slot{s}")
             z = Signal(name=f"write_z_slot{s}")
-            m.d.comb += [state.eq(_or(Mux(hit, entry.state, 0)
+            m.d.comb += [state.eq(_any(Mux(hit, entry.state, 0)
                                       for hit, entry in zip(hits, entries))),
-                         z.eq(_or(hit & entry.z for hit, entry in zip(hits, entries)))]
-            hit_any = _or(hits)
+                         z.eq(_any(hit & entry.z for hit, entry in zip(hits, entries)))]
+            hit_any = _any(hits)
             reads = []
             for n in range(2):
                 mem = Memory(shape=1, depth=depth, init=[])
@@ -232,10 +235,6 @@ class StateBuffers(wiring.Component):
         return m
 
 
-def _or(values):
+def _any(values):
     """The OR of the values (at least one)."""
-    values = list(values)
-    out = values[0]
-    for v in values[1:]:
-        out = out | v
-    return out
+    return functools.reduce(operator.or_, values)
