@@ -24,8 +24,8 @@ Two forms, chosen by the configuration (`StateBuffers.uses_memories`):
   chunk, which no block-RAM width serves.
 """
 
-import functools
 import operator
+from functools import reduce
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
@@ -35,7 +35,7 @@ from amaranth.lib.wiring import In, Out
 from firmware.frames import input_length
 from model.config import NSMConfig
 
-from .epilogue import pair_unit, slot_minor, unit_pair
+from .epilogue import pair_unit, slot_minor
 from .interfaces import TraceLayout, WriteSignature
 from .sequencer import IssueLayout, geometry, noise_phase_layers
 
@@ -197,17 +197,15 @@ class StateBuffers(wiring.Component):
         beat = self.results
         hidden_beat = beat.valid & (beat.payload.layer != out_layer)
         for s in range(M):
-            units = sorted({e for b in range(cfg.epilogue_beats)
-                            for e in range(cfg.epilogue_units)
-                            if (unit_pair(cfg, b, e) or (None,))[0] == s})
+            units = sorted({pair_unit(cfg, s, k)[1] for k in range(cfg.lanes)})
             entries = [beat.payload.entries[e] for e in units]
             hits = [entry.valid & (entry.slot == s) for entry in entries]
             state = Signal.like(entries[0].state, name=f"write_state_slot{s}")
             z = Signal(name=f"write_z_slot{s}")
-            m.d.comb += [state.eq(_any(Mux(hit, entry.state, 0)
-                                      for hit, entry in zip(hits, entries))),
-                         z.eq(_any(hit & entry.z for hit, entry in zip(hits, entries)))]
-            hit_any = _any(hits)
+            m.d.comb += [state.eq(reduce(operator.or_, (Mux(hit, entry.state, 0)
+                                                        for hit, entry in zip(hits, entries)))),
+                         z.eq(Cat(hit & entry.z for hit, entry in zip(hits, entries)).any())]
+            hit_any = Cat(hits).any()
             reads = []
             for n in range(2):
                 mem = Memory(shape=1, depth=depth, init=[])
@@ -233,8 +231,3 @@ class StateBuffers(wiring.Component):
                              write.data.eq(wr.data[s]), read.addr.eq(addr),
                              self.xi[s].eq(read.data)]
         return m
-
-
-def _any(values):
-    """The OR of the values (at least one)."""
-    return functools.reduce(operator.or_, values)
