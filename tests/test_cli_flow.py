@@ -4,6 +4,7 @@ matrix, data the model was not trained for refused, --program --no-build."""
 
 import csv
 import gzip
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 import hw.build
 import model.train
 import tools.nsm
+from model import data as nsm_data
 from model.config import digits_config
 from model.data import data_spec
 from model.params import QuantizedNSM
@@ -219,16 +221,36 @@ def paper_images(tmp_path_factory):
     return images
 
 
-def test_infer_refuses_mnist_test_images_for_a_fashion_model(paper_images, capsys):
-    assert MNIST_DIR.is_dir(), f"the shared MNIST copy is missing: {MNIST_DIR}"
+def _digit_idx_pair(directory, labels):
+    """A t10k image/label IDX pair of 28x28 images in `directory` with these labels."""
+    _idx(directory / "t10k-images-idx3-ubyte.gz",
+         np.random.default_rng(3).integers(0, 256, (len(labels), 28, 28), dtype=np.uint8), 0x08)
+    _idx(directory / "t10k-labels-idx1-ubyte.gz", np.asarray(labels, np.uint8), 0x08)
+
+
+def test_infer_refuses_mnist_test_images_for_a_fashion_model(paper_images, tmp_path,
+                                                             monkeypatch, capsys):
+    # Labels whose digest stands for MNIST's test set here, so the check runs without the data.
+    labels = np.arange(20) % 10
+    digest = hashlib.sha256(labels.astype(np.uint8).tobytes()).hexdigest()
+    monkeypatch.setitem(nsm_data.TEST_LABEL_DIGESTS, digest, "mnist")
+    _digit_idx_pair(tmp_path, labels)
     assert tools.nsm.main(["infer", "--model-device", "--image",
-                           str(paper_images["fashion-mnist"]), "--data-dir", str(MNIST_DIR),
+                           str(paper_images["fashion-mnist"]), "--data-dir", str(tmp_path),
                            "--limit", "2", "-q"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("nsm: error: IDX ") and err.endswith(
         ": these are the mnist test images, the model was trained on fashion-mnist "
         "(fashion-mnist, 784 pixels, threshold, 10 classes)\n")
     assert tools.nsm.main(["infer", "--model-device", "--image", str(paper_images["mnist"]),
-                           "--data-dir", str(MNIST_DIR), "--limit", "2", "-q",
+                           "--data-dir", str(tmp_path), "--limit", "2", "-q",
                            "--show", "0"]) == 0
     assert "/2) on IDX " in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not MNIST_DIR.is_dir(),
+                    reason=f"needs the real MNIST test labels in {MNIST_DIR}")
+def test_the_real_mnist_test_labels_are_identified_as_mnist():
+    *_, y_test = nsm_data.load_idx_dataset(MNIST_DIR)
+    assert nsm_data.identify_test_set(y_test) == "mnist"
+    assert nsm_data.identify_test_set(y_test[:-1]) is None
